@@ -1,0 +1,49 @@
+# cloudclients — every developer and CI use these targets. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EMULATOR_PKG := $(wildcard emulator/pyproject.toml)
+PYTEST_ARGS ?=
+
+.PHONY: help install test test-fast test-slow lint typecheck check demo bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml $(EMULATOR_PKG)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(if $(EMULATOR_PKG),-e ./emulator)
+	touch $@
+
+install: $(STAMP) ## Create .venv and install cloudclients, the emulator and dev tools
+
+test: $(STAMP) ## Run the whole test suite (slow tests included), as CI does
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Run only the slow tests (real servers, forks)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check cloudclients tests $(if $(EMULATOR_PKG),emulator)
+
+typecheck: $(STAMP) ## mypy --strict on the package (and the emulator)
+	$(BIN)/mypy --strict cloudclients
+
+check: lint typecheck test ## lint + typecheck + tests
+
+demo: $(STAMP) ## Run the example app on local emulators and print a report
+	$(BIN)/python -m examples.demo
+
+bench: $(STAMP) ## Run the benchmarks (writes bench/results.md)
+	$(BIN)/python bench/run.py
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

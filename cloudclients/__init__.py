@@ -1,0 +1,45 @@
+"""cloudclients: Google Cloud clients done right in Flask apps.
+
+One Pub/Sub publisher, one subscriber and one Cloud Storage client per
+process — built lazily, thread-safely, rebuilt after fork — exposed to views
+through ``flask.g``.
+
+.. code-block:: python
+
+    from cloudclients import CloudClients, get_publisher
+
+    app = Flask(__name__)
+    app.config["CLOUDCLIENTS_PROJECT"] = "my-project"
+    CloudClients(app)
+"""
+
+from ._config import ConfigError, Settings
+from ._flask import (
+    CloudClients,
+    CloudClientsState,
+    current_registry,
+    get_client,
+    get_publisher,
+    get_storage,
+    get_subscriber,
+)
+from ._registry import ClientRegistry, ClientStats, RegistryState, RegistryStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClientRegistry",
+    "ClientStats",
+    "CloudClients",
+    "CloudClientsState",
+    "ConfigError",
+    "RegistryState",
+    "RegistryStats",
+    "Settings",
+    "__version__",
+    "current_registry",
+    "get_client",
+    "get_publisher",
+    "get_storage",
+    "get_subscriber",
+]

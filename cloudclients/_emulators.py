@@ -1,0 +1,278 @@
+"""Start and stop local emulators as subprocesses (for tests, demos, CI).
+
+Three kinds:
+
+* ``cloudclients`` — this project's pure-Python Pub/Sub emulator
+  (``python -m cloudclients_emulator``, installed from ``emulator/``);
+* ``official`` — Google's Java Pub/Sub emulator, when the Cloud SDK component
+  is installed (``google-cloud-cli-pubsub-emulator``);
+* ``storage`` — the ``gcp-storage-emulator`` PyPI package.
+
+Every process listens on 127.0.0.1 only, is started in its own session and is
+asked to die with its parent (``setpriv --pdeathsig``), so a crashed test run
+leaves nothing behind; :meth:`EmulatorProcess.stop` is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Literal
+
+__all__ = [
+    "EmulatorError",
+    "EmulatorNotInstalledError",
+    "EmulatorProcess",
+    "PubSubKind",
+    "free_port",
+    "official_pubsub_emulator",
+    "pubsub_emulator_kinds",
+    "start_pubsub_emulator",
+    "start_storage_emulator",
+]
+
+PubSubKind = Literal["cloudclients", "official"]
+
+OFFICIAL_LAUNCHERS = (
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
+    "/usr/share/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
+)
+
+STARTUP_TIMEOUT = 60.0
+
+
+class EmulatorError(RuntimeError):
+    """An emulator did not start or did not become ready."""
+
+
+class EmulatorNotInstalledError(EmulatorError):
+    """The requested emulator is not installed on this machine."""
+
+
+@dataclass
+class EmulatorProcess:
+    """A running emulator subprocess.
+
+    :ivar kind: ``"cloudclients"``, ``"official"`` or ``"storage"``.
+    :ivar host: what clients connect to (``HOST:PORT`` for Pub/Sub, a URL for Storage).
+    :ivar env: environment variables that point clients at it.
+    """
+
+    kind: str
+    host: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: str
+    _log: IO[bytes] = field(repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        """The TCP port the emulator listens on."""
+        return int(self.host.rsplit(":", 1)[1])
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last *lines* of the emulator's combined output (for error messages)."""
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as fh:
+            return b"".join(fh.readlines()[-lines:]).decode("utf-8", "replace")
+        return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the emulator (SIGTERM, then SIGKILL after *timeout*). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        _kill_group(self.process, timeout)
+        self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def official_pubsub_emulator() -> str | None:
+    """Path of Google's Pub/Sub emulator launcher, or ``None`` if absent."""
+    for path in OFFICIAL_LAUNCHERS:
+        if os.access(path, os.X_OK) and shutil.which("java"):
+            return path
+    return None
+
+
+def pubsub_emulator_kinds() -> list[PubSubKind]:
+    """The Pub/Sub emulators available here, preferred first."""
+    kinds: list[PubSubKind] = []
+    if importlib.util.find_spec("cloudclients_emulator") is not None:
+        kinds.append("cloudclients")
+    if official_pubsub_emulator() is not None:
+        kinds.append("official")
+    return kinds
+
+
+def start_pubsub_emulator(
+    kind: PubSubKind | Literal["auto"] = "auto",
+    *,
+    project: str = "test-project",
+    timeout: float = STARTUP_TIMEOUT,
+    extra_env: Mapping[str, str] | None = None,
+) -> EmulatorProcess:
+    """Start a Pub/Sub emulator on a free loopback port and wait until it serves.
+
+    :param kind: ``"auto"`` picks this project's emulator when installed, else
+        the official one.
+    :raises EmulatorError: if that emulator is not installed or not ready in time.
+    """
+    if kind == "auto":
+        available = pubsub_emulator_kinds()
+        if not available:
+            raise EmulatorNotInstalledError(
+                "No Pub/Sub emulator found: install this project's emulator "
+                "(pip install -e emulator/) or Google's (google-cloud-cli-pubsub-emulator)."
+            )
+        kind = available[0]
+    if kind == "cloudclients":
+        if importlib.util.find_spec("cloudclients_emulator") is None:
+            raise EmulatorNotInstalledError("cloudclients-emulator is not installed: pip install -e emulator/")
+        cmd = [sys.executable, "-m", "cloudclients_emulator", "--host-port", "127.0.0.1:0", "--project", project]
+        proc = _spawn("cloudclients", cmd, extra_env)
+        line = _wait_for_line(proc, "export PUBSUB_EMULATOR_HOST=", timeout)
+        host = line.split("=", 1)[1].strip()
+    elif kind == "official":
+        launcher = official_pubsub_emulator()
+        if launcher is None:
+            raise EmulatorNotInstalledError(
+                "Google's Pub/Sub emulator is not installed "
+                "(Debian package google-cloud-cli-pubsub-emulator, and java)."
+            )
+        port = free_port()
+        host = f"127.0.0.1:{port}"
+        proc = _spawn("official", [launcher, "--host=127.0.0.1", f"--port={port}"], extra_env)
+        _wait_http_ok(proc, f"http://{host}/", timeout)
+    else:
+        raise ValueError(f"kind={kind!r} is not a Pub/Sub emulator kind; use 'auto', 'cloudclients' or 'official'.")
+    proc.host = host
+    proc.env = {"PUBSUB_EMULATOR_HOST": host}
+    return proc
+
+
+def start_storage_emulator(*, timeout: float = STARTUP_TIMEOUT) -> EmulatorProcess:
+    """Start ``gcp-storage-emulator`` (in memory) on a free loopback port.
+
+    :raises EmulatorError: if it is not installed or not ready in time.
+    """
+    exe = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable)) or shutil.which(
+        "gcp-storage-emulator"
+    )
+    if exe is None:
+        raise EmulatorNotInstalledError("gcp-storage-emulator is not installed: pip install gcp-storage-emulator")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _spawn("storage", [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"], None)
+    _wait_http_ok(proc, f"{url}/storage/v1/b?project=ready-check", timeout, expect=None)
+    proc.host = url
+    proc.env = {"STORAGE_EMULATOR_HOST": url}
+    return proc
+
+
+# -- internals -----------------------------------------------------------------------
+
+
+def _spawn(kind: str, cmd: list[str], extra_env: Mapping[str, str] | None) -> EmulatorProcess:
+    env = dict(os.environ)
+    # An emulator must not inherit emulator settings meant for its clients.
+    for key in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"):
+        env.pop(key, None)
+    env.update(extra_env or {})
+    if shutil.which("setpriv") and sys.platform.startswith("linux"):
+        # Die with the test process even if it is SIGKILLed (no cleanup runs then).
+        cmd = ["setpriv", "--pdeathsig", "TERM", *cmd]
+    # Closed by EmulatorProcess.stop(), not here: the process writes to it.
+    log = tempfile.NamedTemporaryFile(prefix=f"cloudclients-{kind}-", suffix=".log", delete=False)  # noqa: SIM115
+    stdout: int | IO[bytes] = subprocess.PIPE if kind == "cloudclients" else log
+    process = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=log, env=env, start_new_session=True
+    )
+    return EmulatorProcess(kind=kind, host="", env={}, process=process, log_path=log.name, _log=log)
+
+
+def _wait_for_line(proc: EmulatorProcess, prefix: str, timeout: float) -> str:
+    """Read stdout until a line starts with *prefix*; keep draining it afterwards."""
+    assert proc.process.stdout is not None
+    stdout = proc.process.stdout
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        # Copies every stdout line to the log; never lets the pipe fill up.
+        for raw in iter(stdout.readline, b""):
+            with contextlib.suppress(ValueError):
+                proc._log.write(raw)
+                proc._log.flush()
+            text = raw.decode("utf-8", "replace").strip()
+            if not ready.is_set() and text.startswith(prefix):
+                found.append(text)
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, name=f"cloudclients-{proc.kind}-stdout", daemon=True).start()
+    if not ready.wait(timeout) or not found:
+        tail = proc.log_tail()
+        proc.stop()
+        raise EmulatorError(f"{proc.kind} emulator did not print {prefix!r} within {timeout:.0f} s:\n{tail}")
+    return found[0]
+
+
+def _wait_http_ok(proc: EmulatorProcess, url: str, timeout: float, expect: str | None = "Ok") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            tail = proc.log_tail()
+            proc.stop()
+            raise EmulatorError(f"{proc.kind} emulator exited with {proc.process.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+            body = resp.read().decode("utf-8", "replace").strip()
+            if expect is None or body == expect:
+                return
+        time.sleep(0.05)
+    tail = proc.log_tail()
+    proc.stop()
+    raise EmulatorError(f"{proc.kind} emulator not ready at {url} within {timeout:.0f} s:\n{tail}")
+
+
+def _kill_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout)

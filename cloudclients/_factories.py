@@ -1,0 +1,285 @@
+"""Builds Google Cloud clients from :class:`~cloudclients._config.Settings`.
+
+The only module that imports ``google.cloud`` (and ``grpc``) at run time.
+
+Emulator mode is applied *explicitly*: an insecure channel to the configured
+host and ``AnonymousCredentials``, instead of relying on the client libraries'
+own ``PUBSUB_EMULATOR_HOST`` / ``STORAGE_EMULATOR_HOST`` handling (upstream
+plans to remove it, and it reads the environment at construction time, so a
+value set in ``app.config`` would otherwise be half-applied).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+import google.auth
+import grpc
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.api_core import retry as api_retry
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import pubsub_v1, storage
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+from ._config import Settings
+
+__all__ = ["TrackingPublisher", "builtin_factories", "grpc_unusable_after_fork"]
+
+log = logging.getLogger("cloudclients")
+
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+
+# Same channel options the generated transports use for the real service.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.keepalive_time_ms", 30000),
+]
+
+_RETRYABLE = (
+    api_exceptions.Aborted,
+    api_exceptions.Cancelled,
+    api_exceptions.DeadlineExceeded,
+    api_exceptions.InternalServerError,
+    api_exceptions.ResourceExhausted,
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.Unknown,
+)
+
+# -- gRPC and fork ---------------------------------------------------------------
+#
+# gRPC core survives fork() only with its fork support on. grpcio's own
+# default turns it on in core, but GRPC_ENABLE_FORK_SUPPORT=0 (read once, when
+# grpc initialises) turns it off, and then a child of a process that had used
+# gRPC cannot use gRPC at all: its event-engine threads are gone, a fresh
+# channel hangs forever and the process aborts at exit. Rebuilding the client
+# is not enough there, so such a child talks to Pub/Sub over the REST
+# transport (plain HTTP/1.1 through requests), which does not touch gRPC core.
+#
+# The pids that built a gRPC client are recorded in a set. Memory is copied by
+# fork(), hooks or not, so a child (even one made by a C-level fork) can tell
+# that an ancestor used gRPC: the set holds a pid that is not its own.
+
+_FORK_SUPPORT_DISABLED = os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").strip().lower() in {
+    "0", "false", "no", "off",
+}
+_GRPC_USERS: set[int] = set()
+
+
+def grpc_unusable_after_fork() -> bool:
+    """True when this process is a fork child that must not use gRPC.
+
+    That is: gRPC fork support is disabled and an ancestor process had built a
+    gRPC client before forking.
+    """
+    me = os.getpid()
+    return _FORK_SUPPORT_DISABLED and any(pid != me for pid in _GRPC_USERS)
+
+
+def _transport_kind() -> str:
+    if grpc_unusable_after_fork():
+        log.warning(
+            "cloudclients: pid %d was forked from a process that used gRPC while "
+            "GRPC_ENABLE_FORK_SUPPORT=0; using the Pub/Sub REST transport in this "
+            "process (streaming pull is unavailable here). Fork before creating "
+            "clients, or unset GRPC_ENABLE_FORK_SUPPORT, to keep gRPC.",
+            os.getpid(),
+        )
+        return "rest"
+    _GRPC_USERS.add(os.getpid())
+    return "grpc"
+
+
+def _anonymous() -> Credentials:
+    return AnonymousCredentials()  # type: ignore[no-untyped-call]
+
+
+def _authorized_session(creds: Credentials) -> requests.Session:
+    return AuthorizedSession(creds)  # type: ignore[no-untyped-call]
+
+
+def _credentials(settings: Settings) -> Credentials:
+    if settings.credentials_file:
+        creds, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+            settings.credentials_file, scopes=SCOPES
+        )
+    else:
+        creds, _ = google.auth.default(scopes=SCOPES)
+    return cast(Credentials, creds)
+
+
+def _pubsub_kwargs(settings: Settings, grpc_transport: type[Any]) -> dict[str, Any]:
+    kind = _transport_kind()
+    host = settings.pubsub_emulator_host
+    if host is not None:
+        if kind == "rest":
+            return {
+                "transport": "rest",
+                "credentials": _anonymous(),
+                "client_options": {"api_endpoint": f"http://{host}"},
+            }
+        # A channel *instance* makes the transport ignore credentials entirely
+        # (a channel factory would still look up Application Default Credentials).
+        channel = grpc.insecure_channel(host, options=_CHANNEL_OPTIONS)
+        return {"transport": grpc_transport(host=host, channel=channel)}
+    return {"transport": kind, "credentials": _credentials(settings)}
+
+
+# -- publisher ---------------------------------------------------------------------
+
+
+class TrackingPublisher(pubsub_v1.PublisherClient):  # type: ignore[misc]
+    """A ``PublisherClient`` that remembers its outstanding publish futures.
+
+    ``PublisherClient.publish`` returns before anything is sent and ``stop()``
+    does not wait for in-flight batches, so a plain client loses messages at
+    shutdown. This subclass keeps every future until it resolves, so
+    :func:`close_publisher` can wait for all of them, and counts outcomes.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cc_lock = threading.Lock()
+        self._cc_pending: set[concurrent.futures.Future[str]] = set()
+        self.cc_published = 0
+        self.cc_failed = 0
+        self.cc_stopped = False
+
+    def publish(
+        self, topic: str, data: bytes, ordering_key: str = "", **kwargs: Any
+    ) -> Any:
+        """Publish like ``PublisherClient.publish`` and track the future."""
+        future = super().publish(topic, data, ordering_key=ordering_key, **kwargs)
+        with self._cc_lock:
+            self._cc_pending.add(future)
+        future.add_done_callback(self._cc_done)
+        return future
+
+    def _cc_done(self, future: concurrent.futures.Future[str]) -> None:
+        with self._cc_lock:
+            self._cc_pending.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                self.cc_failed += 1
+            else:
+                self.cc_published += 1
+
+    def outstanding(self) -> list[concurrent.futures.Future[str]]:
+        """Return the futures not resolved yet."""
+        with self._cc_lock:
+            return list(self._cc_pending)
+
+
+def build_publisher(settings: Settings) -> TrackingPublisher:
+    """Build the process's publisher from *settings*."""
+    retry = api_retry.Retry(
+        initial=0.1,
+        maximum=min(5.0, settings.publish_timeout),
+        multiplier=1.3,
+        predicate=api_retry.if_exception_type(*_RETRYABLE),
+        timeout=settings.publish_timeout,
+    )
+    return TrackingPublisher(
+        batch_settings=pubsub_v1.types.BatchSettings(
+            max_bytes=settings.batch_max_bytes,
+            max_latency=settings.batch_max_latency,
+            max_messages=settings.batch_max_messages,
+        ),
+        publisher_options=pubsub_v1.types.PublisherOptions(
+            enable_message_ordering=settings.enable_message_ordering,
+            retry=retry,
+            timeout=settings.publish_timeout,
+        ),
+        **_pubsub_kwargs(settings, PublisherGrpcTransport),
+    )
+
+
+def close_publisher(client: TrackingPublisher, timeout: float) -> None:
+    """Send everything queued, wait up to *timeout* for every outstanding
+    publish, then log how many were flushed and how many failed."""
+    before_ok, before_failed = client.cc_published, client.cc_failed
+    if not client.cc_stopped:  # stop() raises when called twice
+        client.cc_stopped = True
+        client.stop()
+    pending = client.outstanding()
+    _, not_done = concurrent.futures.wait(pending, timeout=timeout)
+    flushed = client.cc_published - before_ok
+    failed = client.cc_failed - before_failed
+    if not_done:
+        log.error(
+            "cloudclients: publisher closed with %d message(s) unconfirmed after %.1f s "
+            "(%d flushed, %d failed)", len(not_done), timeout, flushed, failed,
+        )
+    else:
+        log.info(
+            "cloudclients: publisher flushed %d message(s) at close (%d failed) in pid %d",
+            flushed, failed, os.getpid(),
+        )
+    client.transport.close()
+
+
+# -- subscriber --------------------------------------------------------------------
+
+
+def build_subscriber(settings: Settings) -> pubsub_v1.SubscriberClient:
+    """Build the process's subscriber from *settings*."""
+    return pubsub_v1.SubscriberClient(**_pubsub_kwargs(settings, SubscriberGrpcTransport))
+
+
+def close_subscriber(client: pubsub_v1.SubscriberClient, timeout: float) -> None:
+    """Close the subscriber's transport (open streaming pulls end)."""
+    client.close()
+
+
+# -- storage -----------------------------------------------------------------------
+
+
+def _session(settings: Settings, session: requests.Session) -> requests.Session:
+    # requests' default pool keeps 10 connections per host: threaded workers
+    # exhaust it and urllib3 logs "Connection pool is full, discarding connection".
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=4, pool_maxsize=settings.storage_pool_size
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def build_storage(settings: Settings) -> storage.Client:
+    """Build the process's Cloud Storage client from *settings*."""
+    if settings.storage_emulator_host is not None:
+        return storage.Client(
+            project=settings.project,
+            credentials=_anonymous(),
+            client_options={"api_endpoint": settings.storage_emulator_host},
+            _http=_session(settings, requests.Session()),
+        )
+    creds = _credentials(settings)
+    return storage.Client(
+        project=settings.project,
+        credentials=creds,
+        _http=_session(settings, _authorized_session(creds)),
+    )
+
+
+def close_storage(client: storage.Client, timeout: float) -> None:
+    """Close the Storage client's HTTP session."""
+    client.close()
+
+
+def builtin_factories(
+    settings: Settings,
+) -> dict[str, tuple[Callable[[], Any], Callable[[Any, float], None]]]:
+    """Return ``{kind: (factory, closer)}`` for the three built-in clients."""
+    return {
+        "publisher": (lambda: build_publisher(settings), close_publisher),
+        "subscriber": (lambda: build_subscriber(settings), close_subscriber),
+        "storage": (lambda: build_storage(settings), close_storage),
+    }

@@ -1,0 +1,123 @@
+"""The Flask extension: init_app creates nothing, helpers live on g, misuse gets clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask, g
+
+import cloudclients
+from cloudclients import CloudClients, current_registry, get_client, get_publisher, get_storage, get_subscriber
+
+
+def make_app(config: dict[str, Any], name: str = "app") -> Flask:
+    app = Flask(name)
+    app.config.update(config)
+    return app
+
+
+def test_init_app_creates_no_client(base_config: dict[str, Any]) -> None:
+    """After init_app the registry exists but holds no client (safe for a preload master)."""
+    app = make_app(base_config)
+    CloudClients(app)
+    stats = CloudClients.get_registry(app).stats()
+    assert all(not c["alive"] and c["constructions"] == 0 for c in stats["clients"].values())
+
+
+def test_app_factory_pattern(base_config: dict[str, Any]) -> None:
+    """One extension object initialised on two apps keeps separate state per app."""
+    cc = CloudClients()
+    a = make_app(base_config, "a")
+    b = make_app({**base_config, "CLOUDCLIENTS_PROJECT": "other-project"}, "b")
+    cc.init_app(a)
+    cc.init_app(b)
+    assert CloudClients.get_settings(a).project == "cloudclients-test"
+    assert CloudClients.get_settings(b).project == "other-project"
+    assert CloudClients.get_registry(a) is not CloudClients.get_registry(b)
+    assert not hasattr(cc, "app")
+
+
+def test_second_registration_is_refused(base_config: dict[str, Any]) -> None:
+    """init_app twice on one app raises RuntimeError saying what to do instead."""
+    app = make_app(base_config)
+    CloudClients(app)
+    with pytest.raises(RuntimeError, match=r"already registered on app 'app'.*once per app"):
+        CloudClients(app)
+
+
+@pytest.mark.parametrize("helper", [get_publisher, get_subscriber, get_storage, current_registry])
+def test_helpers_outside_app_context_raise(helper: Any) -> None:
+    """Outside an app context each helper raises a RuntimeError naming the fix."""
+    with pytest.raises(RuntimeError, match="needs a Flask application context"):
+        helper()
+
+
+def test_helper_on_uninitialised_app_raises() -> None:
+    """Inside an app without the extension, the error says to call CloudClients(app)."""
+    app = Flask("bare")
+    with app.app_context(), pytest.raises(RuntimeError, match=r"not initialised on app 'bare'.*CloudClients\(app\)"):
+        get_publisher()
+
+
+def test_clients_cached_on_g_and_shared_across_requests(base_config: dict[str, Any]) -> None:
+    """Within a request the client is cached on g; across requests it is the same process-wide client."""
+    app = make_app(base_config)
+    CloudClients(app)
+    seen = []
+
+    @app.get("/")
+    def view() -> str:
+        pub = get_publisher()
+        assert get_publisher() is pub
+        assert g._cloudclients_clients["publisher"] is pub
+        seen.append(pub)
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/").status_code == 200
+    assert client.get("/").status_code == 200
+    assert seen[0] is seen[1]
+    assert CloudClients.get_registry(app).stats()["clients"]["publisher"]["constructions"] == 1
+
+
+def test_teardown_clears_g_but_keeps_clients(base_config: dict[str, Any]) -> None:
+    """Teardown forgets the per-request references; the process-wide client stays alive."""
+    app = make_app(base_config)
+    CloudClients(app)
+    with app.app_context():
+        get_storage()
+        ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+    assert "_cloudclients_clients" not in ctx_g.__dict__
+    assert CloudClients.get_registry(app).peek("storage") is not None
+
+
+def test_two_apps_get_separate_clients(base_config: dict[str, Any]) -> None:
+    """Two apps in one process with different settings get different registries and clients."""
+    a = make_app(base_config, "a")
+    b = make_app({**base_config, "CLOUDCLIENTS_BATCH_MAX_MESSAGES": 10}, "b")
+    CloudClients(a)
+    CloudClients(b)
+    with a.app_context():
+        pa = get_publisher()
+    with b.app_context():
+        pb = get_publisher()
+    assert pa is not pb
+    assert (pa.batch_settings.max_messages, pb.batch_settings.max_messages) == (100, 10)
+
+
+def test_custom_client_registered_on_the_registry(base_config: dict[str, Any]) -> None:
+    """Any other client registered on the app's registry is reachable with get_client()."""
+    app = make_app(base_config)
+    CloudClients(app)
+    CloudClients.get_registry(app).register("bigquery", lambda: {"fake": "bq"})
+    with app.app_context():
+        assert get_client("bigquery") == {"fake": "bq"}
+
+
+def test_public_api() -> None:
+    """Every name in __all__ exists and is documented."""
+    for name in cloudclients.__all__:
+        obj = getattr(cloudclients, name)
+        if name != "__version__":
+            assert obj.__doc__, name
