@@ -26,8 +26,8 @@ from google.api_core import retry as api_retry
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import pubsub_v1, storage
-from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
-from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport, PublisherRestTransport
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport, SubscriberRestTransport
 
 from ._config import Settings
 
@@ -116,21 +116,22 @@ def _credentials(settings: Settings) -> Credentials:
     return cast(Credentials, creds)
 
 
-def _pubsub_kwargs(settings: Settings, grpc_transport: type[Any]) -> dict[str, Any]:
-    kind = _transport_kind()
+def _pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
+    """A Pub/Sub transport *instance* (gRPC, or REST in a child that cannot use gRPC).
+
+    Passing an instance makes the client ignore ``PUBSUB_EMULATOR_HOST``, which
+    would otherwise override our settings (and open a gRPC channel even for REST).
+    """
     host = settings.pubsub_emulator_host
+    if _transport_kind() == "rest":
+        if host is not None:
+            return rest_cls(host=f"http://{host}", credentials=_anonymous())
+        return rest_cls(credentials=_credentials(settings))
     if host is not None:
-        if kind == "rest":
-            return {
-                "transport": "rest",
-                "credentials": _anonymous(),
-                "client_options": {"api_endpoint": f"http://{host}"},
-            }
         # A channel *instance* makes the transport ignore credentials entirely
         # (a channel factory would still look up Application Default Credentials).
-        channel = grpc.insecure_channel(host, options=_CHANNEL_OPTIONS)
-        return {"transport": grpc_transport(host=host, channel=channel)}
-    return {"transport": kind, "credentials": _credentials(settings)}
+        return grpc_cls(host=host, channel=grpc.insecure_channel(host, options=_CHANNEL_OPTIONS))
+    return grpc_cls(credentials=_credentials(settings))
 
 
 # -- publisher ---------------------------------------------------------------------
@@ -197,7 +198,7 @@ def build_publisher(settings: Settings) -> TrackingPublisher:
             retry=retry,
             timeout=settings.publish_timeout,
         ),
-        **_pubsub_kwargs(settings, PublisherGrpcTransport),
+        transport=_pubsub_transport(settings, PublisherGrpcTransport, PublisherRestTransport),
     )
 
 
@@ -230,7 +231,9 @@ def close_publisher(client: TrackingPublisher, timeout: float) -> None:
 
 def build_subscriber(settings: Settings) -> pubsub_v1.SubscriberClient:
     """Build the process's subscriber from *settings*."""
-    return pubsub_v1.SubscriberClient(**_pubsub_kwargs(settings, SubscriberGrpcTransport))
+    return pubsub_v1.SubscriberClient(
+        transport=_pubsub_transport(settings, SubscriberGrpcTransport, SubscriberRestTransport)
+    )
 
 
 def close_subscriber(client: pubsub_v1.SubscriberClient, timeout: float) -> None:

@@ -1,0 +1,57 @@
+"""Fork safety: a forked child builds its own client and publishes; the parent keeps working.
+
+Each case runs in a fresh interpreter (tests/apps/fork_publish.py) so that
+GRPC_ENABLE_FORK_SUPPORT is set before grpc is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudclients.testing import TopicHandle
+
+SCRIPT = Path(__file__).parent / "apps" / "fork_publish.py"
+
+pytestmark = [pytest.mark.fork, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("grpc_fork_support", [None, "0"], ids=["fork-support-unset", "fork-support-0"])
+@pytest.mark.parametrize("method", ["os", "mp", "ctypes"])
+def test_forked_child_gets_fresh_client_and_publishes(
+    method: str, grpc_fork_support: str | None, cloudclients_env: dict[str, str], pubsub_topic: TopicHandle
+) -> None:
+    """The child of a process with a live publisher builds a new one, publishes within 10 s,
+    and the parent's client keeps publishing; every message reaches the subscription."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    if grpc_fork_support is not None:
+        env["GRPC_ENABLE_FORK_SUPPORT"] = grpc_fork_support
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), method, pubsub_topic.topic],
+        env=env, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    child = result["child"]
+    assert not result.get("child_hung"), result
+    assert child is not None and child["ok"], (child, proc.stderr[-3000:])
+    assert result["child_status"] == 0
+    # The child forgot the inherited client: nothing alive, nothing built, until first use.
+    assert child["before"]["clients"]["publisher"] == {"alive": False, "constructions": 0}
+    assert child["before"]["pid"] == child["pid"] != result["parent_pid"]
+    assert child["new_client"]
+    assert child["after"]["clients"]["publisher"]["constructions"] == 1
+    assert child["seconds"] < 10
+    if grpc_fork_support == "0":
+        # gRPC cannot work in a child of a gRPC-using parent without fork support.
+        assert child["transport"] == "PublisherRestTransport"
+    assert result["parent_same_client"]
+    assert result["parent_stats"]["clients"]["publisher"]["constructions"] == 1
+
+    messages = pubsub_topic.pull(expected=3, timeout=20)
+    assert sorted(m.data for m in messages) == [b"child", b"parent-after", b"parent-before"]
