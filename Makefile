@@ -32,7 +32,7 @@ test-slow: $(STAMP) ## Run only the slow tests (real servers, forks)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check cloudclients tests examples $(if $(EMULATOR_PKG),emulator)
+	$(BIN)/ruff check cloudclients tests examples bench $(if $(EMULATOR_PKG),emulator)
 
 typecheck: $(STAMP) ## mypy --strict on the package (and the emulator)
 	$(BIN)/mypy --strict cloudclients
