@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["PREFIX", "ConfigError", "Settings"]
@@ -28,9 +28,6 @@ PREFIX = "CLOUDCLIENTS_"
 # at most 1000 messages and 10 MB per request.
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 10_000_000
-
-ConfirmMode = Literal["before_response", "after_response"]
-CONFIRM_MODES: tuple[ConfirmMode, ...] = ("before_response", "after_response")
 
 # Project IDs: 6-30 chars, lowercase letters, digits, hyphens, start with a
 # letter, no trailing hyphen; legacy domain-scoped IDs ("example.com:proj")
@@ -68,8 +65,6 @@ class Settings:
     batch_max_latency: float = 0.01
     enable_message_ordering: bool = False
     storage_pool_size: int = 32
-    shutdown_timeout: float = 10.0
-    publish_confirm: ConfirmMode = "before_response"
 
     @property
     def pubsub_emulator(self) -> bool:
@@ -135,8 +130,6 @@ class Settings:
             batch_max_latency=r.number("BATCH_MAX_LATENCY", 0.01, low=0.0, high=60.0),
             enable_message_ordering=r.boolean("ENABLE_MESSAGE_ORDERING", False),
             storage_pool_size=r.integer("STORAGE_POOL_SIZE", 32, 1, 1024),
-            shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", 10.0, low=0.0, high=600.0),
-            publish_confirm=r.choice("PUBLISH_CONFIRM", "before_response", CONFIRM_MODES),
         )
         return settings
 
@@ -155,8 +148,6 @@ KNOWN_KEYS = frozenset(
         "BATCH_MAX_LATENCY",
         "ENABLE_MESSAGE_ORDERING",
         "STORAGE_POOL_SIZE",
-        "SHUTDOWN_TIMEOUT",
-        "PUBLISH_CONFIRM",
     )
 )
 
@@ -258,20 +249,6 @@ class _Reader:
                 + (" (the Pub/Sub service's per-request limit)." if "BATCH" in key else ".")
             )
         return parsed
-
-    def choice(self, name: str, default: ConfirmMode, choices: tuple[ConfirmMode, ...]) -> ConfirmMode:
-        found = self._get(name)
-        if found is None:
-            return default
-        key, value, src = found
-        for c in choices:
-            if value == c:
-                return c
-        raise ConfigError(
-            f"{key}={value!r} ({src}) is not a valid choice. Fix: use one of "
-            + ", ".join(repr(c) for c in choices)
-            + "."
-        )
 
     # -- specific settings ------------------------------------------------
 

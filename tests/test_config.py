@@ -46,7 +46,7 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, str], str, str]] = [
     ("pool-size-zero", {**OK, P + "STORAGE_POOL_SIZE": 0}, {}, P + "STORAGE_POOL_SIZE", "0"),
     ("pool-size-text", {**OK, P + "STORAGE_POOL_SIZE": "many"}, {}, P + "STORAGE_POOL_SIZE", "'many'"),
     ("ordering-not-bool", {**OK, P + "ENABLE_MESSAGE_ORDERING": "maybe"}, {}, P + "ENABLE_MESSAGE_ORDERING", "'maybe'"),
-    ("confirm-mode", {**OK, P + "PUBLISH_CONFIRM": "never"}, {}, P + "PUBLISH_CONFIRM", "'never'"),
+    ("latency-too-long", {**OK, P + "BATCH_MAX_LATENCY": "61"}, {}, P + "BATCH_MAX_LATENCY", "'61'"),
     ("unknown-key-typo", {**OK, P + "PUBLISH_TIMOUT": 5}, {}, P + "PUBLISH_TIMOUT", "5"),
     ("credentials-missing", {**OK, P + "CREDENTIALS_FILE": "/nonexistent/key.json"}, {},
      P + "CREDENTIALS_FILE", "'/nonexistent/key.json'"),
@@ -115,11 +115,11 @@ def test_string_values_are_parsed() -> None:
     """Values that arrive as strings (from env files) are parsed to their types."""
     s = Settings.from_mapping(
         {**OK, P + "PUBLISH_TIMEOUT": "2.5", P + "BATCH_MAX_MESSAGES": "50",
-         P + "ENABLE_MESSAGE_ORDERING": "yes", P + "PUBLISH_CONFIRM": "after_response"},
+         P + "ENABLE_MESSAGE_ORDERING": "yes", P + "PRODUCTION": "0"},
         {},
     )
-    assert (s.publish_timeout, s.batch_max_messages, s.enable_message_ordering, s.publish_confirm) == (
-        2.5, 50, True, "after_response")
+    assert (s.publish_timeout, s.batch_max_messages, s.enable_message_ordering, s.production) == (
+        2.5, 50, True, False)
 
 
 def test_settings_are_frozen() -> None:
