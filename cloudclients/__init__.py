@@ -24,6 +24,7 @@ from ._flask import (
     get_subscriber,
 )
 from ._registry import ClientRegistry, ClientStats, RegistryState, RegistryStats
+from ._shutdown import close_all, gunicorn_worker_exit, install_exit_handlers
 
 __version__ = "0.1.0"
 
@@ -37,9 +38,12 @@ __all__ = [
     "RegistryStats",
     "Settings",
     "__version__",
+    "close_all",
     "current_registry",
     "get_client",
     "get_publisher",
     "get_storage",
     "get_subscriber",
+    "gunicorn_worker_exit",
+    "install_exit_handlers",
 ]

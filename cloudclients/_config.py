@@ -65,6 +65,8 @@ class Settings:
     batch_max_latency: float = 0.01
     enable_message_ordering: bool = False
     storage_pool_size: int = 32
+    shutdown_timeout: float = 10.0
+    exit_handlers: bool = True
 
     @property
     def pubsub_emulator(self) -> bool:
@@ -130,6 +132,8 @@ class Settings:
             batch_max_latency=r.number("BATCH_MAX_LATENCY", 0.01, low=0.0, high=60.0),
             enable_message_ordering=r.boolean("ENABLE_MESSAGE_ORDERING", False),
             storage_pool_size=r.integer("STORAGE_POOL_SIZE", 32, 1, 1024),
+            shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", 10.0, low=0.0, high=600.0),
+            exit_handlers=r.boolean("EXIT_HANDLERS", True),
         )
         return settings
 
@@ -148,6 +152,8 @@ KNOWN_KEYS = frozenset(
         "BATCH_MAX_LATENCY",
         "ENABLE_MESSAGE_ORDERING",
         "STORAGE_POOL_SIZE",
+        "SHUTDOWN_TIMEOUT",
+        "EXIT_HANDLERS",
     )
 )
 

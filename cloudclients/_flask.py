@@ -19,6 +19,7 @@ from flask.globals import _cv_app
 
 from ._config import Settings
 from ._registry import ClientRegistry
+from ._shutdown import install_exit_handlers
 
 if TYPE_CHECKING:
     from google.cloud import storage
@@ -84,6 +85,8 @@ class CloudClients:
         registry = ClientRegistry.from_settings(settings, name=app.name)
         app.extensions[EXTENSION_KEY] = CloudClientsState(settings, registry, self)
         app.teardown_appcontext(_teardown)
+        if settings.exit_handlers:
+            install_exit_handlers(registry, settings.shutdown_timeout)
 
     @staticmethod
     def get_state(app: Flask | None = None) -> CloudClientsState:

@@ -194,6 +194,7 @@ class ClientRegistry:
                 built = slot.factory()
                 slot.constructions += 1
                 slot.client = built
+                _LIVE.add(self)
                 log.info(
                     "cloudclients: created %s client in pid %d (%.1f ms)",
                     name, os.getpid(), (time.perf_counter() - started) * 1000,
@@ -271,6 +272,7 @@ class ClientRegistry:
             if client is not _MISSING:
                 _close_one(name, client, slot.close, max(deadline - time.monotonic(), 0.0))
         self._state = RegistryState.CLOSED
+        _LIVE.discard(self)
 
     def _require_open(self, action: str) -> None:
         if self._state is not RegistryState.OPEN:
@@ -312,6 +314,7 @@ class ClientRegistry:
             slot.constructions = 0
             slot.lock = threading.RLock()
         self._lock = threading.RLock()
+        _LIVE.discard(self)  # the copies are not ours to close; nothing left to flush here
         self._forks_seen += 1
         self._pid = pid  # last: readers that see the new pid see the reset slots
         log.debug(
@@ -341,6 +344,13 @@ def _close_one(name: str, client: Any, closer: Closer | None, timeout: float) ->
 # collected simply drops out).
 
 _REGISTRIES: weakref.WeakSet[ClientRegistry] = weakref.WeakSet()
+
+# Registries that built a client in this process and were not closed yet. A
+# strong reference on purpose: a registry dropped by its owner (an app that
+# went out of scope, a script's ``main()`` that returned) may still hold a
+# publisher with batched messages, and the exit handlers in ``_shutdown`` can
+# only flush what is still alive. Closing (or a fork, in the child) releases it.
+_LIVE: set[ClientRegistry] = set()
 _HELD: list[threading.RLock] = []
 
 

@@ -11,6 +11,9 @@ import json
 import logging
 from typing import Any
 
+# Flush outstanding publishes and close the worker's clients when it exits.
+from cloudclients import gunicorn_worker_exit as worker_exit  # noqa: F401
+
 preload_app = True
 workers = 2
 threads = 4
@@ -33,11 +36,3 @@ def on_exit(server: Any) -> None:
 
     stats = CloudClients.get_registry(app).stats()
     server.log.info("master registry stats: %s", json.dumps(stats))
-
-
-def worker_exit(server: Any, worker: Any) -> None:
-    """Flush outstanding publishes and close this worker's clients."""
-    from cloudclients import CloudClients
-    from examples.orders_app import app
-
-    CloudClients.get_registry(app).close(timeout=10)

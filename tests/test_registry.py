@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -80,6 +82,28 @@ def test_close_is_idempotent_and_refuses_new_clients() -> None:
     assert registry.state is RegistryState.CLOSED
     with pytest.raises(RuntimeError, match="registry 'unit' is closed"):
         registry.get("never")
+
+
+def test_a_registry_with_clients_outlives_its_owner_until_closed() -> None:
+    """Dropping every reference to a registry that built a client does not drop
+    the client (its publisher may hold batched messages the exit handlers must
+    flush); closing releases it, and a registry that built nothing is collected."""
+    registry = ClientRegistry("unit")
+    registry.register("a", Counted)
+    client = registry.get("a")
+    ref = weakref.ref(registry)
+    del registry
+    gc.collect()
+    kept = ref()
+    assert kept is not None and client.closed == 0
+    kept.close()
+    del kept
+    gc.collect()
+    assert ref() is None
+
+    idle = weakref.ref(ClientRegistry("idle"))
+    gc.collect()
+    assert idle() is None
 
 
 def test_close_logs_failures_and_carries_on(caplog: pytest.LogCaptureFixture) -> None:
