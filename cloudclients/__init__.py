@@ -23,6 +23,7 @@ from ._flask import (
     get_storage,
     get_subscriber,
 )
+from ._publish import PublishError, PublishFailure, confirm_publishes, publish
 from ._registry import ClientRegistry, ClientStats, RegistryState, RegistryStats
 from ._shutdown import close_all, gunicorn_worker_exit, install_exit_handlers
 
@@ -34,11 +35,14 @@ __all__ = [
     "CloudClients",
     "CloudClientsState",
     "ConfigError",
+    "PublishError",
+    "PublishFailure",
     "RegistryState",
     "RegistryStats",
     "Settings",
     "__version__",
     "close_all",
+    "confirm_publishes",
     "current_registry",
     "get_client",
     "get_publisher",
@@ -46,4 +50,5 @@ __all__ = [
     "get_subscriber",
     "gunicorn_worker_exit",
     "install_exit_handlers",
+    "publish",
 ]

@@ -67,6 +67,7 @@ class Settings:
     storage_pool_size: int = 32
     shutdown_timeout: float = 10.0
     exit_handlers: bool = True
+    publish_confirm: str = "before_response"
 
     @property
     def pubsub_emulator(self) -> bool:
@@ -134,6 +135,7 @@ class Settings:
             storage_pool_size=r.integer("STORAGE_POOL_SIZE", 32, 1, 1024),
             shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", 10.0, low=0.0, high=600.0),
             exit_handlers=r.boolean("EXIT_HANDLERS", True),
+            publish_confirm=r.choice("PUBLISH_CONFIRM", "before_response", PUBLISH_CONFIRM_MODES),
         )
         return settings
 
@@ -154,8 +156,12 @@ KNOWN_KEYS = frozenset(
         "STORAGE_POOL_SIZE",
         "SHUTDOWN_TIMEOUT",
         "EXIT_HANDLERS",
+        "PUBLISH_CONFIRM",
     )
 )
+
+#: Values of ``CLOUDCLIENTS_PUBLISH_CONFIRM`` (see :func:`cloudclients.publish`).
+PUBLISH_CONFIRM_MODES = ("before_response", "after_response")
 
 
 class _Reader:
@@ -235,6 +241,20 @@ class _Reader:
         if parsed < low or (low_open and parsed == low) or parsed > high:
             raise ConfigError(f"{key}={value!r} ({src}) is out of range. Fix: set it to {rule}.")
         return parsed
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        found = self._get(name)
+        if found is None:
+            return default
+        key, value, src = found
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+        close = difflib.get_close_matches(str(value).strip().lower(), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{key}={value!r} ({src}) is not one of {', '.join(map(repr, choices))}{hint}. "
+            f"Fix: set it to one of those."
+        )
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         found = self._get(name)

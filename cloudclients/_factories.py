@@ -177,6 +177,11 @@ class TrackingPublisher(pubsub_v1.PublisherClient):  # type: ignore[misc]
         with self._cc_lock:
             return list(self._cc_pending)
 
+    def metrics(self) -> dict[str, int]:
+        """Publishes confirmed, failed and still outstanding in this process."""
+        with self._cc_lock:
+            return {"published": self.cc_published, "failed": self.cc_failed, "outstanding": len(self._cc_pending)}
+
 
 def build_publisher(settings: Settings) -> TrackingPublisher:
     """Build the process's publisher from *settings*."""
@@ -277,12 +282,18 @@ def close_storage(client: storage.Client, timeout: float) -> None:
     client.close()
 
 
-def builtin_factories(
-    settings: Settings,
-) -> dict[str, tuple[Callable[[], Any], Callable[[Any, float], None]]]:
-    """Return ``{kind: (factory, closer)}`` for the three built-in clients."""
+def publisher_metrics(client: TrackingPublisher) -> dict[str, int]:
+    """Counters for :meth:`ClientRegistry.stats`: publishes confirmed, failed, outstanding."""
+    return client.metrics()
+
+
+Builtin = tuple[Callable[[], Any], Callable[[Any, float], None], Callable[[Any], dict[str, int]] | None]
+
+
+def builtin_factories(settings: Settings) -> dict[str, Builtin]:
+    """Return ``{kind: (factory, closer, metrics)}`` for the three built-in clients."""
     return {
-        "publisher": (lambda: build_publisher(settings), close_publisher),
-        "subscriber": (lambda: build_subscriber(settings), close_subscriber),
-        "storage": (lambda: build_storage(settings), close_storage),
+        "publisher": (lambda: build_publisher(settings), close_publisher, publisher_metrics),
+        "subscriber": (lambda: build_subscriber(settings), close_subscriber, None),
+        "storage": (lambda: build_storage(settings), close_storage, None),
     }

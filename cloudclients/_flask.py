@@ -17,6 +17,7 @@ from flask import Flask, current_app, has_app_context
 # Flask's app-context ContextVar (Flask >= 2.3), read directly for speed.
 from flask.globals import _cv_app
 
+from . import _publish
 from ._config import Settings
 from ._registry import ClientRegistry
 from ._shutdown import install_exit_handlers
@@ -85,6 +86,8 @@ class CloudClients:
         registry = ClientRegistry.from_settings(settings, name=app.name)
         app.extensions[EXTENSION_KEY] = CloudClientsState(settings, registry, self)
         app.teardown_appcontext(_teardown)
+        app.after_request(_publish._after_request)
+        app.teardown_appcontext(_publish._teardown)
         if settings.exit_handlers:
             install_exit_handlers(registry, settings.shutdown_timeout)
 

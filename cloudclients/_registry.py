@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -56,6 +56,7 @@ log = logging.getLogger("cloudclients")
 
 Factory = Callable[[], Any]
 Closer = Callable[[Any, float], None]
+Metrics = Callable[[Any], Mapping[str, int]]
 
 #: How long the before-fork hook waits for a client under construction. A
 #: construction that takes longer (a stuck metadata-server lookup) must not
@@ -82,6 +83,9 @@ class ClientStats(TypedDict):
 
     alive: bool
     constructions: int
+    #: Client-specific counters (the publisher: ``published``, ``failed``,
+    #: ``outstanding``); empty when the client is not built in this process.
+    metrics: dict[str, int]
 
 
 class RegistryStats(TypedDict):
@@ -97,6 +101,7 @@ class RegistryStats(TypedDict):
 class _Slot:
     factory: Factory
     close: Closer | None
+    metrics: Metrics | None = None
     # Re-entrant so that the before-fork hook, run by a thread that is itself
     # inside a factory (a factory that forks a helper), does not deadlock.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -134,19 +139,27 @@ class ClientRegistry:
         from . import _factories  # deferred: importing Google libraries is slow
 
         registry = cls(name)
-        for kind, (factory, closer) in _factories.builtin_factories(settings).items():
-            registry.register(kind, factory, close=closer)
+        for kind, (factory, closer, metrics) in _factories.builtin_factories(settings).items():
+            registry.register(kind, factory, close=closer, metrics=metrics)
         return registry
 
     # -- registration --------------------------------------------------------
 
     def register(
-        self, name: str, factory: Factory, close: Closer | None = None, *, replace: bool = False
+        self,
+        name: str,
+        factory: Factory,
+        close: Closer | None = None,
+        *,
+        replace: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         """Register a client *factory* under *name* (built on first :meth:`get`).
 
         :param close: called as ``close(client, timeout)`` by :meth:`close`;
             defaults to calling ``client.close()`` if it has one.
+        :param metrics: called as ``metrics(client)`` by :meth:`stats` for the
+            client's own counters (must be cheap and never raise).
         :param replace: allow replacing an existing registration (for tests:
             ``registry.register("publisher", lambda: fake, replace=True)``).
             A client already built under that name is closed first.
@@ -163,7 +176,7 @@ class ClientRegistry:
                     f"A client named {name!r} is already registered on registry {self.name!r}. "
                     "Use another name, or pass replace=True to override it (for tests)."
                 )
-            self._slots[name] = _Slot(factory=factory, close=close)
+            self._slots[name] = _Slot(factory=factory, close=close, metrics=metrics)
         if old is not None and old.client is not _MISSING:
             _close_one(name, old.client, old.close, FORK_LOCK_TIMEOUT)
 
@@ -241,10 +254,7 @@ class ClientRegistry:
         return {
             "pid": self._pid,
             "state": self._state.value,
-            "clients": {
-                name: {"alive": slot.client is not _MISSING, "constructions": slot.constructions}
-                for name, slot in sorted(self._slots.items())
-            },
+            "clients": {name: _slot_stats(slot) for name, slot in sorted(self._slots.items())},
             "forks_seen": self._forks_seen,
         }
 
@@ -325,6 +335,18 @@ class ClientRegistry:
     def __repr__(self) -> str:
         alive = [n for n, s in self._slots.items() if s.client is not _MISSING]
         return f"<ClientRegistry {self.name!r} pid={self._pid} state={self._state.value} alive={alive}>"
+
+
+def _slot_stats(slot: _Slot) -> ClientStats:
+    client = slot.client
+    alive = client is not _MISSING
+    metrics: dict[str, int] = {}
+    if alive and slot.metrics is not None:
+        try:
+            metrics = dict(slot.metrics(client))
+        except Exception:  # stats() feeds health checks and logs: never raise
+            log.warning("cloudclients: reading client metrics failed", exc_info=True)
+    return {"alive": alive, "constructions": slot.constructions, "metrics": metrics}
 
 
 def _close_one(name: str, client: Any, closer: Closer | None, timeout: float) -> None:

@@ -56,6 +56,10 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, str], str, str]] = [
      P + "PUBSUB_EMULATOR_HOST", "'127.0.0.1:8085'"),
     ("production-with-env-emulator", {**OK, P + "PRODUCTION": "true"}, {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"},
      "STORAGE_EMULATOR_HOST", "'http://127.0.0.1:9'"),
+    ("confirm-typo", {**OK, P + "PUBLISH_CONFIRM": "before-response"}, {}, P + "PUBLISH_CONFIRM", "'before-response'"),
+    ("confirm-bool", {**OK, P + "PUBLISH_CONFIRM": True}, {}, P + "PUBLISH_CONFIRM", "True"),
+    ("shutdown-timeout-negative", {**OK, P + "SHUTDOWN_TIMEOUT": -1}, {}, P + "SHUTDOWN_TIMEOUT", "-1"),
+    ("exit-handlers-not-bool", {**OK, P + "EXIT_HANDLERS": "sometimes"}, {}, P + "EXIT_HANDLERS", "'sometimes'"),
 ]
 
 

@@ -42,7 +42,7 @@ def test_forked_child_gets_fresh_client_and_publishes(
     assert child is not None and child["ok"], (child, proc.stderr[-3000:])
     assert result["child_status"] == 0
     # The child forgot the inherited client: nothing alive, nothing built, until first use.
-    assert child["before"]["clients"]["publisher"] == {"alive": False, "constructions": 0}
+    assert child["before"]["clients"]["publisher"] == {"alive": False, "constructions": 0, "metrics": {}}
     assert child["before"]["pid"] == child["pid"] != result["parent_pid"]
     assert child["new_client"]
     assert child["after"]["clients"]["publisher"]["constructions"] == 1

@@ -29,9 +29,9 @@ def test_nothing_is_built_until_first_access(base_config: dict[str, Any]) -> Non
     registry = ClientRegistry.from_settings(Settings.from_mapping(base_config, {}))
     stats = registry.stats()
     assert stats["clients"] == {
-        "publisher": {"alive": False, "constructions": 0},
-        "storage": {"alive": False, "constructions": 0},
-        "subscriber": {"alive": False, "constructions": 0},
+        "publisher": {"alive": False, "constructions": 0, "metrics": {}},
+        "storage": {"alive": False, "constructions": 0, "metrics": {}},
+        "subscriber": {"alive": False, "constructions": 0, "metrics": {}},
     }
     assert registry.peek("publisher") is None
     registry.close()
@@ -44,7 +44,21 @@ def test_get_builds_once_and_returns_the_same_object() -> None:
     first = registry.get("thing")
     assert registry.get("thing") is first
     assert registry.peek("thing") is first
-    assert registry.stats()["clients"]["thing"] == {"alive": True, "constructions": 1}
+    assert registry.stats()["clients"]["thing"] == {"alive": True, "constructions": 1, "metrics": {}}
+
+
+def test_metrics_hook_feeds_stats_and_never_raises() -> None:
+    """A client's metrics(client) counters appear in stats(); a failing hook is logged, not raised."""
+    registry = ClientRegistry("unit")
+    registry.register("counted", Counted, metrics=lambda c: {"closed": c.closed})
+    registry.register("broken", Counted, metrics=lambda c: {"x": 1 // 0})
+    assert registry.stats()["clients"]["counted"]["metrics"] == {}  # not built yet
+    registry.get("counted")
+    registry.get("broken")
+    clients = registry.stats()["clients"]
+    assert clients["counted"]["metrics"] == {"closed": 0}
+    assert clients["broken"] == {"alive": True, "constructions": 1, "metrics": {}}
+    registry.close()
 
 
 def test_unknown_name_says_what_is_registered() -> None:

@@ -1,0 +1,247 @@
+"""Request-scoped publishing: no publish failure goes unnoticed.
+
+``PublisherClient.publish()`` returns a future before anything is sent. A view
+that ignores the future tells its caller "done" for a message that may never
+arrive. :func:`publish` records each future on ``g`` and, depending on
+``CLOUDCLIENTS_PUBLISH_CONFIRM``:
+
+``before_response`` (default)
+    an ``after_request`` hook waits for every publish of the request (up to the
+    publish timeout) before the response leaves. A failure replaces the
+    response with :class:`PublishError` — a 503 the app can handle with
+    ``@app.errorhandler(PublishError)``. A 2xx therefore means "confirmed".
+``after_response``
+    the response is not held up; each failure is logged (topic, attributes,
+    error) and counted in ``registry.stats()`` (``clients.publisher.metrics.failed``).
+
+Outside a request (a CLI command, a job in an app context) nothing waits:
+failures are logged as in ``after_response``; call
+:func:`confirm_publishes` or ``future.result()`` to wait.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from flask import Flask, Response, current_app, has_request_context
+from flask.globals import _cv_app
+from werkzeug.exceptions import ServiceUnavailable
+
+from ._config import Settings
+
+__all__ = ["PublishError", "PublishFailure", "confirm_publishes", "publish"]
+
+log = logging.getLogger("cloudclients")
+
+_G_KEY = "_cloudclients_publishes"
+
+#: Extra wait on top of the publish timeout before a future counts as lost: the
+#: client's own deadline covers the RPC, this covers the batch latency and the
+#: callback thread. A bound, so a stuck future can never hang a request.
+_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class PublishFailure:
+    """One publish that did not succeed: where it went and why."""
+
+    topic: str
+    attributes: Mapping[str, str]
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.topic} {dict(self.attributes)}: {self.error}"
+
+
+class PublishError(ServiceUnavailable):
+    """Publishes of this request were not confirmed (``before_response`` mode,
+    or :func:`confirm_publishes`).
+
+    A 503 ``HTTPException``: unhandled, Flask answers 503 with the description;
+    register ``@app.errorhandler(PublishError)`` to answer otherwise.
+
+    :ivar failures: one :class:`PublishFailure` per failed publish.
+    """
+
+    def __init__(self, failures: list[PublishFailure]) -> None:
+        self.failures = failures
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(
+            description=f"{len(failures)} message(s) could not be published: {first}{more}"
+        )
+
+
+@dataclass
+class _Tracked:
+    future: Future[str]
+    topic: str
+    attributes: dict[str, str]
+    confirmed: bool = False
+
+
+@dataclass
+class _RequestPublishes:
+    pending: list[_Tracked] = field(default_factory=list)
+
+
+def publish(topic: str, data: bytes | str, *, ordering_key: str = "", **attributes: str) -> Future[str]:
+    """Publish *data* to *topic* with this process's publisher, tracked for the request.
+
+    :param topic: a full name ``projects/P/topics/T`` or a short name ``T``,
+        resolved against ``CLOUDCLIENTS_PROJECT``.
+    :param data: the payload; ``str`` is encoded as UTF-8.
+    :param ordering_key: requires ``CLOUDCLIENTS_ENABLE_MESSAGE_ORDERING``.
+    :param attributes: message attributes (string values).
+    :returns: the publish future (its result is the message ID).
+    :raises RuntimeError: outside an application context.
+    :raises ValueError: for a malformed topic name.
+    :raises TypeError: for non-bytes, non-str data.
+    """
+    ctx = _cv_app.get(None)
+    if ctx is None:
+        raise RuntimeError(
+            "cloudclients.publish() needs a Flask application context: call it inside a view, "
+            "a CLI command or a `with app.app_context():` block."
+        )
+    from ._flask import _state, get_publisher  # circular at import time only
+
+    state = _state(ctx.app)
+    name = resolve_topic(topic, state.settings.project)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    elif not isinstance(data, bytes):
+        raise TypeError(
+            f"cloudclients.publish() data must be bytes or str, not {type(data).__name__}. "
+            "Fix: serialise it first, e.g. json.dumps(obj)."
+        )
+    future: Future[str] = get_publisher().publish(name, data, ordering_key=ordering_key, **attributes)
+    tracked = _Tracked(future, name, dict(attributes))
+    if has_request_context() and state.settings.publish_confirm == "before_response":
+        g_ns = ctx.g.__dict__
+        bucket: _RequestPublishes | None = g_ns.get(_G_KEY)
+        if bucket is None:
+            bucket = g_ns[_G_KEY] = _RequestPublishes()
+        bucket.pending.append(tracked)
+    else:
+        future.add_done_callback(lambda f: _log_if_failed(tracked))
+    return future
+
+
+def resolve_topic(topic: str, project: str) -> str:
+    """Return the full topic name for *topic* (short names use *project*)."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"topic={topic!r} is not a topic name. Fix: pass 'my-topic' or 'projects/P/topics/my-topic'.")
+    if "/" not in topic:
+        return f"projects/{project}/topics/{topic}"
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not parts[1] or not parts[3]:
+        raise ValueError(
+            f"topic={topic!r} is not a topic name. Fix: pass a short name ('my-topic', "
+            "resolved against CLOUDCLIENTS_PROJECT) or 'projects/P/topics/my-topic'."
+        )
+    return topic
+
+
+def confirm_publishes(timeout: float | None = None) -> list[str]:
+    """Wait for every publish of the current request not confirmed yet.
+
+    For views that must know before going on (say, before committing a database
+    transaction). Returns the message IDs, in publish order.
+
+    :param timeout: seconds; default the publish timeout plus a short grace.
+    :raises PublishError: if any of them failed or did not finish in time.
+    """
+    ctx = _cv_app.get(None)
+    bucket: _RequestPublishes | None = ctx.g.__dict__.get(_G_KEY) if ctx is not None else None
+    if ctx is None or bucket is None:
+        return []
+    from ._flask import _state
+
+    settings = _state(ctx.app).settings
+    return _confirm(bucket, settings, timeout)
+
+
+def _confirm(bucket: _RequestPublishes, settings: Settings, timeout: float | None) -> list[str]:
+    pending = [t for t in bucket.pending if not t.confirmed]
+    if not pending:
+        return []
+    limit = settings.publish_timeout + settings.batch_max_latency + _GRACE if timeout is None else timeout
+    started = time.monotonic()
+    concurrent.futures.wait([t.future for t in pending], timeout=limit)
+    ids: list[str] = []
+    failures: list[PublishFailure] = []
+    for tracked in pending:
+        tracked.confirmed = True
+        future = tracked.future
+        if not future.done():
+            # Still running: log its outcome when it comes, so it is never silent.
+            future.add_done_callback(lambda f, t=tracked: _log_if_failed(t))  # type: ignore[misc]
+            failures.append(PublishFailure(tracked.topic, tracked.attributes, f"not confirmed within {limit:.1f} s"))
+        elif (exc := _exception(future)) is not None:
+            failures.append(PublishFailure(tracked.topic, tracked.attributes, _describe(exc)))
+        else:
+            ids.append(future.result())
+    if failures:
+        for failure in failures:
+            log.error("cloudclients: publish failed after %.1f s: %s", time.monotonic() - started, failure)
+        raise PublishError(failures)
+    return ids
+
+
+def _after_request(response: Response) -> Response:
+    # Registered by CloudClients.init_app. Only requests that published pay.
+    ctx = _cv_app.get(None)
+    if ctx is None:
+        return response
+    bucket: _RequestPublishes | None = ctx.g.__dict__.get(_G_KEY)
+    if bucket is None:
+        return response
+    from ._flask import _state
+
+    try:
+        _confirm(bucket, _state(ctx.app).settings, None)
+    except PublishError as exc:
+        # Through the app's error handling, so @app.errorhandler(PublishError)
+        # (or a 503 handler) shapes the answer; unhandled, it is a plain 503.
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return app.make_response(app.handle_user_exception(exc))
+    return response
+
+
+def _teardown(exc: BaseException | None) -> None:
+    # A request that ended in an unhandled exception never reached
+    # after_request: its publishes still get their outcome logged.
+    try:
+        ctx = _cv_app.get(None)
+        bucket: _RequestPublishes | None = ctx.g.__dict__.pop(_G_KEY, None) if ctx is not None else None
+        if bucket is not None:
+            for tracked in bucket.pending:
+                if not tracked.confirmed:
+                    tracked.confirmed = True
+                    tracked.future.add_done_callback(lambda f, t=tracked: _log_if_failed(t))  # type: ignore[misc]
+    except Exception:  # pragma: no cover - teardown must never raise
+        log.error("cloudclients: publish teardown failed", exc_info=True)
+
+
+def _exception(future: Future[str]) -> BaseException | None:
+    if future.cancelled():
+        return concurrent.futures.CancelledError()
+    return future.exception()
+
+
+def _describe(exc: BaseException) -> str:
+    # Type and message only: Google API errors carry the status and the
+    # resource name, never credentials.
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _log_if_failed(tracked: _Tracked) -> None:
+    exc = _exception(tracked.future)
+    if exc is not None:
+        log.error("cloudclients: publish failed: %s", PublishFailure(tracked.topic, tracked.attributes, _describe(exc)))

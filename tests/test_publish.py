@@ -1,0 +1,155 @@
+"""Request-scoped publishing: a 2xx means confirmed, or every failure is logged and counted."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, jsonify
+
+import cloudclients
+from cloudclients import CloudClients, PublishError
+from cloudclients.testing import TEST_PROJECT, TopicHandle
+
+
+def make_app(env: dict[str, str], **config: Any) -> Flask:
+    app = Flask("publish-app")
+    app.config.update({"CLOUDCLIENTS_PUBLISH_TIMEOUT": 5, **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
+    CloudClients(app)
+
+    @app.post("/publish/<topic>")
+    def publish_view(topic: str) -> Any:
+        cloudclients.publish(topic, "hello", source="test")
+        return {"ok": True}
+
+    @app.post("/confirm/<topic>")
+    def confirm_view(topic: str) -> Any:
+        cloudclients.publish(topic, b"one", n="1")
+        cloudclients.publish(topic, b"two", n="2")
+        try:
+            ids = cloudclients.confirm_publishes()
+        except PublishError as exc:
+            return {"confirmed": False, "failures": len(exc.failures)}, 502
+        return {"confirmed": True, "ids": ids}
+
+    return app
+
+
+@pytest.fixture
+def app(cloudclients_env: dict[str, str]) -> Iterator[Flask]:
+    app = make_app(cloudclients_env)
+    yield app
+    CloudClients.get_registry(app).close()
+
+
+def publisher_metrics(app: Flask) -> dict[str, int]:
+    return CloudClients.get_registry(app).stats()["clients"]["publisher"]["metrics"]
+
+
+def test_confirmed_before_the_response(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """Default mode: the 200 leaves only after the emulator confirmed the message."""
+    response = app.test_client().post(f"/publish/{pubsub_topic.topic_id}")
+    assert response.status_code == 200
+    # Confirmed means already counted, with nothing outstanding, at response time.
+    assert publisher_metrics(app) == {"published": 1, "failed": 0, "outstanding": 0}
+    [message] = pubsub_topic.pull(expected=1)
+    assert (message.data, dict(message.attributes)) == (b"hello", {"source": "test"})
+
+
+def test_failure_before_the_response_is_a_503(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    """A publish to a missing topic turns the view's 200 into a 503 naming the topic; logged too."""
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        response = app.test_client().post("/publish/no-such-topic")
+    assert response.status_code == 503
+    body = response.get_data(as_text=True)
+    assert f"projects/{TEST_PROJECT}/topics/no-such-topic" in body and "NotFound" in body
+    assert any("no-such-topic" in r.getMessage() and "'source': 'test'" in r.getMessage() for r in caplog.records)
+    assert publisher_metrics(app)["failed"] == 1
+
+
+def test_app_can_handle_publish_error(app: Flask) -> None:
+    """@app.errorhandler(PublishError) shapes the answer."""
+
+    @app.errorhandler(PublishError)
+    def handle(exc: PublishError) -> Any:
+        return jsonify(retry=True, topics=[f.topic for f in exc.failures]), 502
+
+    response = app.test_client().post("/publish/no-such-topic")
+    assert response.status_code == 502
+    assert response.get_json() == {"retry": True, "topics": [f"projects/{TEST_PROJECT}/topics/no-such-topic"]}
+
+
+def test_confirm_publishes_inside_the_view(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """confirm_publishes() returns the message IDs in order, or raises for the view to handle."""
+    ok = app.test_client().post(f"/confirm/{pubsub_topic.topic_id}")
+    assert ok.status_code == 200
+    ids = ok.get_json()["ids"]
+    pulled = pubsub_topic.pull(expected=2)
+    assert ids == [m.message_id for m in sorted(pulled, key=lambda m: m.attributes["n"])]
+    failed = app.test_client().post("/confirm/missing-topic")
+    assert (failed.status_code, failed.get_json()) == (502, {"confirmed": False, "failures": 2})
+
+
+def test_after_response_mode_logs_and_counts_failures(
+    cloudclients_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """after_response: the request is not held up; the failure is logged with topic and attributes and counted."""
+    app = make_app(cloudclients_env, PUBLISH_CONFIRM="after_response")
+    try:
+        with caplog.at_level(logging.ERROR, logger="cloudclients"):
+            response = app.test_client().post("/publish/gone-topic")
+            assert response.status_code == 200
+            deadline = time.monotonic() + 10
+            while publisher_metrics(app)["failed"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert publisher_metrics(app)["failed"] == 1
+        [record] = [r for r in caplog.records if "gone-topic" in r.getMessage()]
+        assert "'source': 'test'" in record.getMessage() and "NotFound" in record.getMessage()
+    finally:
+        CloudClients.get_registry(app).close()
+
+
+def test_unreachable_backend_fails_within_the_publish_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens on the emulator port: the request answers 503 within the
+    configured timeout (plus the bounded grace), it does not hang."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{dead_port}")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", TEST_PROJECT)
+    app = make_app({}, PUBLISH_TIMEOUT=1.5)
+    try:
+        started = time.monotonic()
+        response = app.test_client().post("/publish/any-topic")
+        elapsed = time.monotonic() - started
+    finally:
+        CloudClients.get_registry(app).close(timeout=1)
+    assert response.status_code == 503
+    # The bound from the docs: publish timeout + batch latency + 2 s grace.
+    assert elapsed < 1.5 + 0.01 + 2.0 + 1.0, elapsed
+
+
+def test_topic_names_and_data(app: Flask) -> None:
+    """Short names resolve against the project; malformed names and data types are refused clearly."""
+    with app.app_context():
+        assert cloudclients._publish.resolve_topic("orders", "p-roject") == "projects/p-roject/topics/orders"
+        assert cloudclients._publish.resolve_topic("projects/x/topics/y", "p") == "projects/x/topics/y"
+        with pytest.raises(ValueError, match=r"topic='projects/x/subscriptions/y' is not a topic name"):
+            cloudclients.publish("projects/x/subscriptions/y", b"x")
+        with pytest.raises(TypeError, match="must be bytes or str, not dict"):
+            cloudclients.publish("orders", {"a": 1})  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="needs a Flask application context"):
+        cloudclients.publish("orders", b"x")
+
+
+def test_outside_a_request_nothing_waits(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """In an app context without a request (CLI, jobs) publish() returns the future to wait on."""
+    with app.app_context():
+        future = cloudclients.publish(pubsub_topic.topic_id, b"job")
+        assert cloudclients.confirm_publishes() == []
+        assert future.result(timeout=10)
+    assert [m.data for m in pubsub_topic.pull(expected=1)] == [b"job"]
