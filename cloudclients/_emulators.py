@@ -141,11 +141,14 @@ def start_pubsub_emulator(
     project: str = "test-project",
     timeout: float = STARTUP_TIMEOUT,
     extra_env: Mapping[str, str] | None = None,
+    port: int = 0,
 ) -> EmulatorProcess:
-    """Start a Pub/Sub emulator on a free loopback port and wait until it serves.
+    """Start a Pub/Sub emulator on a loopback port and wait until it serves.
 
     :param kind: ``"auto"`` picks this project's emulator when installed, else
         the official one.
+    :param port: ``0`` (default) picks a free port; a fixed port restarts an
+        emulator where clients already point (state starts empty).
     :raises EmulatorError: if that emulator is not installed or not ready in time.
     """
     if kind == "auto":
@@ -159,7 +162,7 @@ def start_pubsub_emulator(
     if kind == "cloudclients":
         if importlib.util.find_spec("cloudclients_emulator") is None:
             raise EmulatorNotInstalledError("cloudclients-emulator is not installed: pip install -e emulator/")
-        cmd = [sys.executable, "-m", "cloudclients_emulator", "--host-port", "127.0.0.1:0", "--project", project]
+        cmd = [sys.executable, "-m", "cloudclients_emulator", "--host-port", f"127.0.0.1:{port}", "--project", project]
         proc = _spawn("cloudclients", cmd, extra_env)
         line = _wait_for_line(proc, "export PUBSUB_EMULATOR_HOST=", timeout)
         host = line.split("=", 1)[1].strip()
@@ -170,7 +173,7 @@ def start_pubsub_emulator(
                 "Google's Pub/Sub emulator is not installed "
                 "(Debian package google-cloud-cli-pubsub-emulator, and java)."
             )
-        port = free_port()
+        port = port or free_port()
         host = f"127.0.0.1:{port}"
         proc = _spawn("official", [launcher, "--host=127.0.0.1", f"--port={port}"], extra_env)
         _wait_http_ok(proc, f"http://{host}/", timeout)

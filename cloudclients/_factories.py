@@ -37,11 +37,17 @@ log = logging.getLogger("cloudclients")
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
-# Same channel options the generated transports use for the real service.
+# The options the generated transports use for the real service, plus a short
+# reconnect backoff: gRPC's default grows to 120 s, so after an emulator restart
+# (or any outage of the host we dial) a channel could stay in TRANSIENT_FAILURE,
+# failing every call, for minutes after the server is back.
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     ("grpc.keepalive_time_ms", 30000),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 _RETRYABLE = (

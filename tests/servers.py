@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -63,3 +65,66 @@ def gunicorn(args: Sequence[str], env: dict[str, str], app: str = "tests.apps.we
                 proc.wait(10)
         log.close()
         os.unlink(log.name)
+
+
+@dataclass
+class Outcome:
+    """One request made by :class:`Load`."""
+
+    body: str
+    status: int  # 0: no HTTP answer (connection refused or reset)
+    started: float  # time.monotonic() when sent
+    seconds: float
+    reply: bytes = b""
+
+
+class Load:
+    """*threads* clients POSTing unique bodies to *url* in a loop until :meth:`stop`.
+
+    Every request has a client-side timeout (*timeout*), so a hung server shows
+    up as a slow outcome, never as a stuck test.
+    """
+
+    def __init__(self, url: str, threads: int = 8, timeout: float = 20.0, pause: float = 0.0) -> None:
+        self.url, self.timeout, self.pause = url, timeout, pause
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+
+    def _run(self, worker: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            body = f"w{worker}-{n}"
+            n += 1
+            started = time.monotonic()
+            status, reply = 0, b""
+            try:
+                req = urllib.request.Request(self.url, data=body.encode(), method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    status, reply = resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                status, reply = exc.code, exc.read()
+            except OSError:
+                time.sleep(0.02)  # refused while the server restarts or stops
+            with self._lock:
+                self.outcomes.append(Outcome(body, status, started, time.monotonic() - started, reply))
+            if self.pause:
+                time.sleep(self.pause)
+
+    def snapshot(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)

@@ -1,7 +1,8 @@
 """A small Flask app served by real servers (gunicorn) in the tests.
 
 Settings come from the environment (GOOGLE_CLOUD_PROJECT, PUBSUB_EMULATOR_HOST,
-STORAGE_EMULATOR_HOST), exactly as a deployed app would get them.
+STORAGE_EMULATOR_HOST), exactly as a deployed app would get them; tests pass
+other settings as ``CLOUDCLIENTS_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -11,10 +12,21 @@ import time
 
 from flask import Flask, request
 
+import cloudclients
 from cloudclients import CloudClients, current_registry, get_publisher, get_storage
 
 app = Flask(__name__)
+app.config.update(
+    {k: v for k, v in os.environ.items() if k.startswith("CLOUDCLIENTS_") and not k.startswith("CLOUDCLIENTS_TEST_")}
+)
 CloudClients(app)
+
+
+@app.post("/track")
+def track() -> dict[str, object]:
+    """Publish the request body to ?topic= with cloudclients.publish() (confirm mode from settings)."""
+    future = cloudclients.publish(request.args["topic"], request.get_data(), pid=str(os.getpid()))
+    return {"pid": os.getpid(), "done": future.done()}
 
 
 @app.post("/publish")
