@@ -30,6 +30,7 @@ from google.pubsub_v1.services.publisher.transports import PublisherGrpcTranspor
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport, SubscriberRestTransport
 
 from ._config import Settings
+from ._forkgate import GATE, ensure_fork_hooks
 
 __all__ = ["TrackingPublisher", "builtin_factories", "grpc_unusable_after_fork"]
 
@@ -122,6 +123,22 @@ def _credentials(settings: Settings) -> Credentials:
     return cast(Credentials, creds)
 
 
+class _GateInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Runs every unary call inside the fork gate (see ``_forkgate``)."""
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        with GATE.call():
+            return continuation(client_call_details, request)
+
+
+_INTERCEPTOR = _GateInterceptor()
+
+
+def _gated(channel: grpc.Channel) -> grpc.Channel:
+    ensure_fork_hooks()  # after gRPC made its first channel: see _forkgate
+    return grpc.intercept_channel(channel, _INTERCEPTOR)
+
+
 def _pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
     """A Pub/Sub transport *instance* (gRPC, or REST in a child that cannot use gRPC).
 
@@ -136,8 +153,14 @@ def _pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
     if host is not None:
         # A channel *instance* makes the transport ignore credentials entirely
         # (a channel factory would still look up Application Default Credentials).
-        return grpc_cls(host=host, channel=grpc.insecure_channel(host, options=_CHANNEL_OPTIONS))
-    return grpc_cls(credentials=_credentials(settings))
+        return grpc_cls(host=host, channel=_gated(grpc.insecure_channel(host, options=_CHANNEL_OPTIONS)))
+
+    def channel(host: str, **kwargs: Any) -> grpc.Channel:
+        # A channel *factory*: the transport still applies credentials, scopes
+        # and TLS exactly as it would on its own; we only add the fork gate.
+        return _gated(grpc_cls.create_channel(host, **kwargs))
+
+    return grpc_cls(credentials=_credentials(settings), channel=channel)
 
 
 # -- publisher ---------------------------------------------------------------------
