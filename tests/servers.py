@@ -37,9 +37,28 @@ class Server:
 def gunicorn(args: Sequence[str], env: dict[str, str], app: str = "tests.apps.web:app") -> Iterator[Server]:
     """Run gunicorn with *args* serving *app* until the block exits (SIGTERM, then SIGKILL)."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10",
            *args, app]
+    with _serve(cmd, env, port, "gunicorn") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def uwsgi(args: Sequence[str], env: dict[str, str], module: str = "tests.apps.web:app") -> Iterator[Server]:
+    """Run uWSGI (from the venv, built by pip) serving *module* over HTTP until the block exits."""
+    binary = Path(sys.executable).parent / "uwsgi"
+    if not binary.exists():
+        raise RuntimeError(f"{binary} not found: uWSGI is part of the dev extra; run `make install`.")
+    port = free_port()
+    cmd = [str(binary), "--http-socket", f"127.0.0.1:{port}", "--module", module, "--home", sys.prefix,
+           "--need-app", "--die-on-term", "--disable-logging", *args]
+    with _serve(cmd, env, port, "uwsgi") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _serve(cmd: list[str], env: dict[str, str], port: int, name: str) -> Iterator[Server]:
+    log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                             stdout=log, stderr=log, start_new_session=True)
     server = Server(proc, f"http://127.0.0.1:{port}", log.name)
@@ -47,12 +66,12 @@ def gunicorn(args: Sequence[str], env: dict[str, str], app: str = "tests.apps.we
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{server.log()}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log()}")
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(server.url + "/stats", timeout=2).read()
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn not ready in 30 s:\n{server.log()}")
+                raise RuntimeError(f"{name} not ready in 30 s:\n{server.log()}")
             time.sleep(0.1)
         yield server
     finally:
