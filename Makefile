@@ -35,7 +35,7 @@ lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check cloudclients tests examples bench $(if $(EMULATOR_PKG),emulator)
 
 typecheck: $(STAMP) ## mypy --strict on the package (and the emulator)
-	$(BIN)/mypy --strict cloudclients
+	$(BIN)/mypy --strict cloudclients $(if $(EMULATOR_PKG),emulator/cloudclients_emulator)
 
 check: lint typecheck test ## lint + typecheck + tests
 

@@ -99,6 +99,8 @@ class EmulatorProcess:
             return
         self._stopped = True
         _kill_group(self.process, timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
