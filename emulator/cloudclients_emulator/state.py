@@ -360,6 +360,11 @@ class State:
         if lease.stream is not None:
             lease.stream.out_messages -= 1
             lease.stream.out_bytes -= stored.size
+        dlp = sub.pb.dead_letter_policy if sub.pb.HasField("dead_letter_policy") else None
+        if dlp is not None and dlp.dead_letter_topic and stored.attempts >= (dlp.max_delivery_attempts or 5):
+            # Out of attempts: forwarded now, as the service does, not at the next pull.
+            self._dead_letter(sub, stored, dlp)
+            return
         stored.available_at = now + (_backoff(sub.pb, stored.attempts) if backoff else 0.0)
         sub.backlog[stored.seq] = stored
         if stored.msg.ordering_key:
@@ -712,12 +717,8 @@ def _backoff(sub: Any, attempts: int) -> float:
 
 def _copy_field(source: Any, target: Any, path: str) -> None:
     field_desc = source.DESCRIPTOR.fields_by_name[path]
-    if field_desc.message_type is not None and field_desc.label != field_desc.LABEL_REPEATED:
-        if source.HasField(path):
-            getattr(target, path).CopyFrom(getattr(source, path))
-        else:
-            target.ClearField(path)
-    elif field_desc.label == field_desc.LABEL_REPEATED:
+    repeated = bool(getattr(field_desc, "is_repeated", False)) or getattr(field_desc, "label", 1) == 3
+    if repeated:
         target.ClearField(path)
         container = getattr(target, path)
         value = getattr(source, path)
@@ -725,5 +726,10 @@ def _copy_field(source: Any, target: Any, path: str) -> None:
             container.update(value)
         else:
             container.extend(value)
+    elif field_desc.message_type is not None:
+        if source.HasField(path):
+            getattr(target, path).CopyFrom(getattr(source, path))
+        else:
+            target.ClearField(path)
     else:
         setattr(target, path, getattr(source, path))
