@@ -6,7 +6,7 @@ import pytest
 from google.api_core import exceptions
 from google.protobuf import field_mask_pb2
 
-from tests.conformance.conftest import PROJECT, Target, xfail_official
+from tests.conformance_core.conftest import PROJECT, Target, xfail_official
 
 
 def test_topic_lifecycle(target: Target) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1
 
-from tests.conformance.conftest import Target, xfail_official
+from tests.conformance_core.conftest import Target, xfail_official
 
 
 class Collector:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from google.protobuf import timestamp_pb2
 
-from tests.conformance.conftest import Target, xfail_official
+from tests.conformance_core.conftest import Target, xfail_official
 
 
 def pull(target: Target, sub: str, max_messages: int = 100, timeout: float = 10.0, want: int = 1) -> list[Any]:
@@ -152,7 +152,8 @@ def test_retry_policy_backoff(request: pytest.FixtureRequest, target: Target) ->
     """With minimum_backoff 2 s a nacked message is not back within 1 s, but is within 10 s."""
     xfail_official(request, target, "the official emulator redelivers a nacked message at once, ignoring retry_policy")
     topic = target.topic()
-    sub = target.subscription(topic, retry_policy={"minimum_backoff": {"seconds": 2}, "maximum_backoff": {"seconds": 4}})
+    policy = {"minimum_backoff": {"seconds": 2}, "maximum_backoff": {"seconds": 4}}
+    sub = target.subscription(topic, retry_policy=policy)
     target.publisher.publish(topic, b"retry").result(timeout=10)
     nack(target, sub, pull(target, sub))
     nacked = time.monotonic()
