@@ -62,13 +62,15 @@ METHODS: dict[str, tuple[str, Any, Any]] = {
 PULL_WAIT = 0.5
 
 
-def _page(items: list[Any], page_size: int, token: str) -> tuple[list[Any], str]:
-    start = int(token) if token.isdigit() else 0
+def _listing(response_type: Any, field: str, items: list[Any], request: Any) -> Any:
+    """One page of *items* (page tokens are offsets) in a List* response."""
+    token = request.page_token
     if token and not token.isdigit():
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid page_token: {token!r}")
-    size = page_size if page_size > 0 else 1000
-    end = start + size
-    return items[start:end], (str(end) if end < len(items) else "")
+    start = int(token or 0)
+    end = start + (request.page_size if request.page_size > 0 else 1000)
+    next_token = str(end) if end < len(items) else ""
+    return response_type.pb()(**{field: items[start:end], "next_page_token": next_token})
 
 
 class Service:
@@ -101,16 +103,14 @@ class Service:
 
     def _ListTopics(self, r: Any) -> Any:  # noqa: N802
         check_project(r.project)
-        items, token = _page(self.state.list_topics(r.project), r.page_size, r.page_token)
-        return pubsub.ListTopicsResponse.pb()(topics=items, next_page_token=token)
+        return _listing(pubsub.ListTopicsResponse, "topics", self.state.list_topics(r.project), r)
 
     def _ListTopicSubscriptions(self, r: Any) -> Any:  # noqa: N802
-        items, token = _page(self.state.topic_subscriptions(r.topic), r.page_size, r.page_token)
-        return pubsub.ListTopicSubscriptionsResponse.pb()(subscriptions=items, next_page_token=token)
+        subscriptions = self.state.topic_subscriptions(r.topic)
+        return _listing(pubsub.ListTopicSubscriptionsResponse, "subscriptions", subscriptions, r)
 
     def _ListTopicSnapshots(self, r: Any) -> Any:  # noqa: N802
-        items, token = _page(self.state.topic_snapshots(r.topic), r.page_size, r.page_token)
-        return pubsub.ListTopicSnapshotsResponse.pb()(snapshots=items, next_page_token=token)
+        return _listing(pubsub.ListTopicSnapshotsResponse, "snapshots", self.state.topic_snapshots(r.topic), r)
 
     def _DeleteTopic(self, r: Any) -> None:  # noqa: N802
         self.state.delete_topic(r.topic)
@@ -132,8 +132,7 @@ class Service:
 
     def _ListSubscriptions(self, r: Any) -> Any:  # noqa: N802
         check_project(r.project)
-        items, token = _page(self.state.list_subscriptions(r.project), r.page_size, r.page_token)
-        return pubsub.ListSubscriptionsResponse.pb()(subscriptions=items, next_page_token=token)
+        return _listing(pubsub.ListSubscriptionsResponse, "subscriptions", self.state.list_subscriptions(r.project), r)
 
     def _DeleteSubscription(self, r: Any) -> None:  # noqa: N802
         self.state.delete_subscription(r.subscription)
@@ -156,8 +155,7 @@ class Service:
 
     def _ListSnapshots(self, r: Any) -> Any:  # noqa: N802
         check_project(r.project)
-        items, token = _page(self.state.list_snapshots(r.project), r.page_size, r.page_token)
-        return pubsub.ListSnapshotsResponse.pb()(snapshots=items, next_page_token=token)
+        return _listing(pubsub.ListSnapshotsResponse, "snapshots", self.state.list_snapshots(r.project), r)
 
     def _CreateSnapshot(self, r: Any) -> Any:  # noqa: N802
         return self.state.create_snapshot(r.name, r.subscription, dict(r.labels))
