@@ -701,6 +701,8 @@ def _normalise_subscription(sub: Any) -> None:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"Invalid max_delivery_attempts: {attempts}; it must be between 5 and 100")
         sub.dead_letter_policy.max_delivery_attempts = attempts
+    if not sub.HasField("message_retention_duration"):
+        sub.message_retention_duration.FromSeconds(7 * 24 * 3600)  # the service's default
     # Exactly-once delivery semantics are not implemented: never claim them.
     sub.enable_exactly_once_delivery = False
     sub.state = int(pubsub.Subscription.State.ACTIVE)
