@@ -23,23 +23,37 @@ from ._flask import (
     get_storage,
     get_subscriber,
 )
+from ._health import health_blueprint, health_report
+from ._message import ReceivedMessage
 from ._publish import PublishError, PublishFailure, confirm_publishes, publish
-from ._registry import ClientRegistry, ClientStats, RegistryState, RegistryStats
+from ._push import push_endpoint
+from ._registry import ClientRegistry, ClientStats, PingResult, RegistryState, RegistryStats
 from ._shutdown import close_all, gunicorn_worker_exit, install_exit_handlers
+from ._subscriber import (
+    BackgroundSubscription,
+    SubscriptionStats,
+    gunicorn_post_worker_init,
+    start_subscriptions,
+    subscribe,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackgroundSubscription",
     "ClientRegistry",
     "ClientStats",
     "CloudClients",
     "CloudClientsState",
     "ConfigError",
+    "PingResult",
     "PublishError",
     "PublishFailure",
+    "ReceivedMessage",
     "RegistryState",
     "RegistryStats",
     "Settings",
+    "SubscriptionStats",
     "__version__",
     "close_all",
     "confirm_publishes",
@@ -48,7 +62,13 @@ __all__ = [
     "get_publisher",
     "get_storage",
     "get_subscriber",
+    "gunicorn_post_worker_init",
     "gunicorn_worker_exit",
+    "health_blueprint",
+    "health_report",
     "install_exit_handlers",
     "publish",
+    "push_endpoint",
+    "start_subscriptions",
+    "subscribe",
 ]

@@ -35,6 +35,13 @@ MAX_BATCH_BYTES = 10_000_000
 _PROJECT_RE = re.compile(r"^(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _HOST_RE = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)$")
 
+#: Where Google publishes the certificates that sign its OIDC ID tokens (the
+#: tokens Pub/Sub push attaches), as a ``{key id: PEM certificate}`` JSON object.
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -68,6 +75,12 @@ class Settings:
     shutdown_timeout: float = 10.0
     exit_handlers: bool = True
     publish_confirm: str = "before_response"
+    # Receiving side and operations (push endpoint, health checks): see docs/receiving.md.
+    push_audience: str | None = None
+    push_service_account: str | None = None
+    push_allow_unauthenticated: bool = False
+    push_certs_url: str = GOOGLE_CERTS_URL
+    health_timeout: float = 2.0
 
     @property
     def pubsub_emulator(self) -> bool:
@@ -136,6 +149,7 @@ class Settings:
             shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", 10.0, low=0.0, high=600.0),
             exit_handlers=r.boolean("EXIT_HANDLERS", True),
             publish_confirm=r.choice("PUBLISH_CONFIRM", "before_response", PUBLISH_CONFIRM_MODES),
+            **r.receiving(pubsub_emulator=pubsub_host is not None),
         )
         return settings
 
@@ -157,6 +171,11 @@ KNOWN_KEYS = frozenset(
         "SHUTDOWN_TIMEOUT",
         "EXIT_HANDLERS",
         "PUBLISH_CONFIRM",
+        "PUSH_AUDIENCE",
+        "PUSH_SERVICE_ACCOUNT",
+        "PUSH_ALLOW_UNAUTHENTICATED",
+        "PUSH_CERTS_URL",
+        "HEALTH_TIMEOUT",
     )
 )
 
@@ -331,6 +350,66 @@ class _Reader:
             raise ConfigError(f"{key}={value!r} ({src}) is not a plain scheme://host[:port] URL. {fix}")
         self._emulator_sources.append((key, value, src))
         return value.rstrip("/")
+
+    def receiving(self, *, pubsub_emulator: bool) -> dict[str, Any]:
+        """The push-endpoint and health settings, checked against each other."""
+        audience = self._text("PUSH_AUDIENCE", "the audience your push subscription's OIDC token is "
+                              "issued for, usually the endpoint URL (https://app.example.com/push)")
+        account = self._text("PUSH_SERVICE_ACCOUNT", "the service-account email the push subscription "
+                             "signs with (push@my-project.iam.gserviceaccount.com)")
+        if account is not None and not _EMAIL_RE.match(account):
+            raise ConfigError(
+                f"{PREFIX}PUSH_SERVICE_ACCOUNT={account!r} (from app.config) is not an email address. "
+                "Fix: set it to the push subscription's service-account email, or unset it."
+            )
+        if account is not None and audience is None:
+            raise ConfigError(
+                f"{PREFIX}PUSH_SERVICE_ACCOUNT={account!r} (from app.config) is set but "
+                f"{PREFIX}PUSH_AUDIENCE is not, so no token would be verified. Fix: set "
+                f"{PREFIX}PUSH_AUDIENCE too (the audience of the push subscription's OIDC token)."
+            )
+        allow = self.boolean("PUSH_ALLOW_UNAUTHENTICATED", False)
+        if allow and not pubsub_emulator:
+            raise ConfigError(
+                f"{PREFIX}PUSH_ALLOW_UNAUTHENTICATED=True (from app.config) accepts pushes without a "
+                "token, which is only allowed against the Pub/Sub emulator (it cannot sign tokens), "
+                f"and no emulator is configured. Fix: set {PREFIX}PUSH_AUDIENCE to verify tokens, or "
+                f"set {PREFIX}PUBSUB_EMULATOR_HOST for local runs."
+            )
+        return {
+            "push_audience": audience,
+            "push_service_account": account,
+            "push_allow_unauthenticated": allow,
+            "push_certs_url": self._certs_url(),
+            "health_timeout": self.number("HEALTH_TIMEOUT", 2.0, low=0.0, low_open=True, high=30.0),
+        }
+
+    def _text(self, name: str, what: str) -> str | None:
+        found = self._get(name)
+        if found is None:
+            return None
+        key, value, src = found
+        if not isinstance(value, str) or not value or re.search(r"\s", value):
+            raise ConfigError(
+                f"{key}={value!r} ({src}) is not a single word without spaces. Fix: set it to {what}."
+            )
+        return value
+
+    def _certs_url(self) -> str:
+        found = self._get("PUSH_CERTS_URL")
+        if found is None:
+            return GOOGLE_CERTS_URL
+        key, value, src = found
+        fix = (f"Fix: leave it unset (Google's {GOOGLE_CERTS_URL}) or use an https:// URL "
+               "(plain http:// only on a loopback host, for tests).")
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key}={value!r} ({src}) is not an http(s) URL. {fix}")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            # Signing keys fetched over plain HTTP could be swapped in transit:
+            # every token would then verify.
+            raise ConfigError(f"{key}={value!r} ({src}) uses plain http:// to a non-loopback host. {fix}")
+        return str(value)
 
     def last_emulator_source(self) -> tuple[str, str, str]:
         return self._emulator_sources[-1]

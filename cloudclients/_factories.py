@@ -12,6 +12,7 @@ value set in ``app.config`` would otherwise be half-applied).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -35,8 +36,15 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransp
 
 from ._config import Settings
 from ._forkgate import GATE, ensure_fork_hooks
+from ._gevent import prepare_grpc
 
-__all__ = ["TrackingPublisher", "builtin_factories", "grpc_unusable_after_fork"]
+__all__ = [
+    "TrackingPublisher",
+    "builtin_factories",
+    "builtin_pings",
+    "grpc_unusable_after_fork",
+    "start_streaming_pull",
+]
 
 log = logging.getLogger("cloudclients")
 
@@ -109,6 +117,18 @@ def _transport_kind() -> str:
     return "grpc"
 
 
+def _init_grpc_gevent() -> None:
+    from grpc.experimental import gevent as grpc_gevent  # imports gevent: only when it is in use
+
+    grpc_gevent.init_gevent()
+
+
+def _prepare_grpc() -> None:
+    # Under gevent monkey-patching, gRPC must be switched to gevent mode before
+    # it creates anything in this process (see _gevent).
+    prepare_grpc(_init_grpc_gevent, grpc_used_here=os.getpid() in _GRPC_USERS)
+
+
 def _anonymous() -> Credentials:
     return AnonymousCredentials()  # type: ignore[no-untyped-call]
 
@@ -160,6 +180,7 @@ def _pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
     Passing an instance makes the client ignore ``PUBSUB_EMULATOR_HOST``, which
     would otherwise override our settings (and open a gRPC channel even for REST).
     """
+    _prepare_grpc()
     host = settings.pubsub_emulator_host
     if _transport_kind() == "rest":
         if host is not None:
@@ -285,6 +306,36 @@ def build_subscriber(settings: Settings) -> pubsub_v1.SubscriberClient:
     )
 
 
+def start_streaming_pull(
+    client: pubsub_v1.SubscriberClient,
+    subscription: str,
+    callback: Callable[[Any], None],
+    *,
+    max_messages: int,
+    max_bytes: int,
+    max_lease_duration: float,
+    max_workers: int,
+) -> Any:
+    """Open a streaming pull on *subscription* and return its ``StreamingPullFuture``.
+
+    Flow control bounds what is leased but not yet acked or nacked; callbacks
+    run on a pool of *max_workers* threads, and cancelling waits for running
+    callbacks (``await_callbacks_on_shutdown``) so that none is cut off mid-way.
+    """
+    from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloudclients-sub")
+    return client.subscribe(
+        subscription,
+        callback,
+        flow_control=pubsub_v1.types.FlowControl(
+            max_messages=max_messages, max_bytes=max_bytes, max_lease_duration=max_lease_duration
+        ),
+        scheduler=ThreadScheduler(executor=executor),
+        await_callbacks_on_shutdown=True,
+    )
+
+
 def close_subscriber(client: pubsub_v1.SubscriberClient, timeout: float) -> None:
     """Close the subscriber's transport (open streaming pulls end)."""
     client.close()
@@ -306,6 +357,7 @@ def _session(settings: Settings, session: requests.Session) -> requests.Session:
 
 def build_storage(settings: Settings) -> storage.Client:
     """Build the process's Cloud Storage client from *settings*."""
+    _prepare_grpc()  # before the first client of the process, whichever it is
     if settings.storage_emulator_host is not None:
         return storage.Client(
             project=settings.project,
@@ -341,3 +393,42 @@ def builtin_factories(settings: Settings) -> dict[str, Builtin]:
         "subscriber": (lambda: build_subscriber(settings), close_subscriber, None),
         "storage": (lambda: build_storage(settings), close_storage, None),
     }
+
+
+# -- health pings (ClientRegistry.ping) ----------------------------------------------
+#
+# One cheap, read-only request per client, without retries, bounded by the
+# timeout. An answer that proves the service was reached and our credentials
+# accepted counts as reachable even when IAM refuses the listing itself
+# (a publisher-only service account may not list topics).
+
+_REACHED = (api_exceptions.PermissionDenied, api_exceptions.NotFound)
+
+
+def _ping_publisher(settings: Settings) -> Callable[[Any, float], None]:
+    def ping(client: Any, timeout: float) -> None:
+        with contextlib.suppress(*_REACHED):
+            client.list_topics(request={"project": f"projects/{settings.project}", "page_size": 1},
+                               retry=None, timeout=timeout)
+
+    return ping
+
+
+def _ping_subscriber(settings: Settings) -> Callable[[Any, float], None]:
+    def ping(client: Any, timeout: float) -> None:
+        with contextlib.suppress(*_REACHED):
+            client.list_subscriptions(request={"project": f"projects/{settings.project}", "page_size": 1},
+                                      retry=None, timeout=timeout)
+
+    return ping
+
+
+def _ping_storage(client: Any, timeout: float) -> None:
+    with contextlib.suppress(*_REACHED):
+        # The iterator is lazy: taking one page makes the request.
+        next(iter(client.list_buckets(max_results=1, page_size=1, retry=None, timeout=timeout).pages), None)
+
+
+def builtin_pings(settings: Settings) -> dict[str, Callable[[Any, float], None]]:
+    """Return ``{kind: ping(client, timeout)}`` for the three built-in clients."""
+    return {"publisher": _ping_publisher(settings), "subscriber": _ping_subscriber(settings), "storage": _ping_storage}

@@ -88,6 +88,9 @@ class CloudClients:
         app.teardown_appcontext(_teardown)
         app.after_request(_publish._after_request)
         app.teardown_appcontext(_publish._teardown)
+        from ._cli import cli  # deferred: _cli imports this module
+
+        app.cli.add_command(cli)
         if settings.exit_handlers:
             install_exit_handlers(registry, settings.shutdown_timeout)
 

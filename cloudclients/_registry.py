@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -50,13 +50,17 @@ if TYPE_CHECKING:  # typing only: the runtime Google imports live in _factories
 
     from ._config import Settings
 
-__all__ = ["ClientRegistry", "ClientStats", "RegistryState", "RegistryStats"]
+__all__ = ["ClientRegistry", "ClientStats", "PingResult", "RegistryState", "RegistryStats"]
 
 log = logging.getLogger("cloudclients")
 
 Factory = Callable[[], Any]
 Closer = Callable[[Any, float], None]
 Metrics = Callable[[Any], Mapping[str, int]]
+#: ``ping(client, timeout)``: one cheap call to the client's service; raises when unreachable.
+Pinger = Callable[[Any, float], None]
+#: ``hook(timeout)``: run by :meth:`ClientRegistry.close` before any client is closed.
+CloseHook = Callable[[float], None]
 
 #: How long the before-fork hook waits for a client under construction. A
 #: construction that takes longer (a stuck metadata-server lookup) must not
@@ -88,6 +92,16 @@ class ClientStats(TypedDict):
     metrics: dict[str, int]
 
 
+class PingResult(TypedDict):
+    """One client's part of :meth:`ClientRegistry.ping` (JSON-serialisable)."""
+
+    ok: bool
+    #: Wall time of the check in milliseconds (the timeout when it did not finish).
+    ms: float
+    #: ``None`` when ok, else the exception type and the first line of its message.
+    error: str | None
+
+
 class RegistryStats(TypedDict):
     """What :meth:`ClientRegistry.stats` returns (JSON-serialisable)."""
 
@@ -102,6 +116,7 @@ class _Slot:
     factory: Factory
     close: Closer | None
     metrics: Metrics | None = None
+    ping: Pinger | None = None
     # Re-entrant so that the before-fork hook, run by a thread that is itself
     # inside a factory (a factory that forks a helper), does not deadlock.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -130,6 +145,8 @@ class ClientRegistry:
         self._state = RegistryState.OPEN
         self._forks_seen = 0
         self._pid = os.getpid()
+        self._close_hooks: list[CloseHook] = []
+        self._draining = False  # close hooks running: clients may still be built
         _REGISTRIES.add(self)
 
     @classmethod
@@ -139,8 +156,9 @@ class ClientRegistry:
         from . import _factories  # deferred: importing Google libraries is slow
 
         registry = cls(name)
+        pings = _factories.builtin_pings(settings)
         for kind, (factory, closer, metrics) in _factories.builtin_factories(settings).items():
-            registry.register(kind, factory, close=closer, metrics=metrics)
+            registry.register(kind, factory, close=closer, metrics=metrics, ping=pings.get(kind))
         return registry
 
     # -- registration --------------------------------------------------------
@@ -153,6 +171,7 @@ class ClientRegistry:
         *,
         replace: bool = False,
         metrics: Metrics | None = None,
+        ping: Pinger | None = None,
     ) -> None:
         """Register a client *factory* under *name* (built on first :meth:`get`).
 
@@ -160,6 +179,8 @@ class ClientRegistry:
             defaults to calling ``client.close()`` if it has one.
         :param metrics: called as ``metrics(client)`` by :meth:`stats` for the
             client's own counters (must be cheap and never raise).
+        :param ping: called as ``ping(client, timeout)`` by :meth:`ping`: one
+            cheap request to the client's service that raises when unreachable.
         :param replace: allow replacing an existing registration (for tests:
             ``registry.register("publisher", lambda: fake, replace=True)``).
             A client already built under that name is closed first.
@@ -176,7 +197,7 @@ class ClientRegistry:
                     f"A client named {name!r} is already registered on registry {self.name!r}. "
                     "Use another name, or pass replace=True to override it (for tests)."
                 )
-            self._slots[name] = _Slot(factory=factory, close=close, metrics=metrics)
+            self._slots[name] = _Slot(factory=factory, close=close, metrics=metrics, ping=ping)
         if old is not None and old.client is not _MISSING:
             _close_one(name, old.client, old.close, FORK_LOCK_TIMEOUT)
 
@@ -258,6 +279,67 @@ class ClientRegistry:
             "forks_seen": self._forks_seen,
         }
 
+    def ping(self, timeout: float = 2.0, names: Iterable[str] | None = None) -> dict[str, PingResult]:
+        """Check that each client reaches its service; return ``{name: PingResult}``.
+
+        Runs the ``ping`` function of every client registered with one (or of
+        *names*), all at once, each in its own daemon thread, and waits at most
+        *timeout* seconds in total: a check still running then is reported as
+        failed, so a hung service never hangs the caller (a health endpoint).
+        Builds clients not built yet in this process. A failing check is
+        reported in its result, never raised.
+
+        :raises KeyError: if *names* holds a name that is not registered.
+        """
+        selected = sorted(n for n, s in self._slots.items() if s.ping is not None) if names is None else list(names)
+        for name in selected:
+            if name not in self._slots:
+                raise KeyError(
+                    f"No client named {name!r} on registry {self.name!r}; registered: {sorted(self._slots)}."
+                )
+        results: dict[str, PingResult] = {}
+        done = threading.Condition()
+        started = time.perf_counter()
+
+        def check(name: str) -> None:
+            began = time.perf_counter()
+            error: str | None = None
+            try:
+                pinger = self._slots[name].ping
+                if pinger is None:
+                    raise RuntimeError(f"the {name!r} client has no ping function")
+                pinger(self.get(name), timeout)
+            except Exception as exc:
+                first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+                error = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+            with done:
+                results[name] = {"ok": error is None, "ms": round((time.perf_counter() - began) * 1000, 1),
+                                 "error": error}
+                done.notify_all()
+
+        for name in selected:
+            threading.Thread(target=check, args=(name,), name=f"cloudclients-ping-{name}", daemon=True).start()
+        with done:
+            done.wait_for(lambda: len(results) == len(selected), timeout=max(timeout, 0.0))
+            snapshot = dict(results)
+        for name in selected:
+            if name not in snapshot:
+                snapshot[name] = {"ok": False, "ms": round((time.perf_counter() - started) * 1000, 1),
+                                  "error": f"TimeoutError: no answer within {timeout:g} s"}
+        return {name: snapshot[name] for name in selected}
+
+    def on_close(self, hook: CloseHook) -> None:
+        """Call ``hook(timeout)`` at the start of :meth:`close`, before any
+        client is closed, with the time left of close's timeout.
+
+        For work that still needs the clients while it stops (background
+        subscriptions finish their callbacks, which may publish): while hooks
+        run, clients can still be used and even built. A failing hook is
+        logged and the close goes on.
+        """
+        with self._lock:
+            self._close_hooks.append(hook)
+
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
@@ -276,6 +358,10 @@ class ClientRegistry:
             self._state = RegistryState.CLOSING
             slots = list(self._slots.items())
         deadline = time.monotonic() + max(timeout, 0.0)
+        self._draining = True  # hooks run before any client closes and may still build one
+        for hook in list(self._close_hooks):
+            _run_close_hook(hook, max(deadline - time.monotonic(), 0.0))
+        self._draining = False
         for name, slot in slots:
             with slot.lock:
                 client, slot.client = slot.client, _MISSING
@@ -285,7 +371,7 @@ class ClientRegistry:
         _LIVE.discard(self)
 
     def _require_open(self, action: str) -> None:
-        if self._state is not RegistryState.OPEN:
+        if self._state is not RegistryState.OPEN and not self._draining:
             raise RuntimeError(
                 f"Cannot {action}: registry {self.name!r} is {self._state.value}. "
                 "Clients are not rebuilt after close(); create a new registry "
@@ -317,6 +403,7 @@ class ClientRegistry:
         pid = os.getpid()
         if self._pid == pid:
             return
+        parent = self._pid
         for slot in self._slots.values():
             if slot.client is not _MISSING:
                 _INHERITED.append(slot.client)
@@ -327,9 +414,10 @@ class ClientRegistry:
         _LIVE.discard(self)  # the copies are not ours to close; nothing left to flush here
         self._forks_seen += 1
         self._pid = pid  # last: readers that see the new pid see the reset slots
-        log.debug(
-            "cloudclients: registry %r reset in pid %d after fork (%s)",
-            self.name, pid, "at-fork hook" if hooks_ran else "pid check",
+        log.info(
+            "cloudclients: registry %r reset in pid %d after fork from pid %d (%s); "
+            "clients are rebuilt on first use",
+            self.name, pid, parent, "at-fork hook" if hooks_ran else "pid check",
         )
 
     def __repr__(self) -> str:
@@ -347,6 +435,13 @@ def _slot_stats(slot: _Slot) -> ClientStats:
         except Exception:  # stats() feeds health checks and logs: never raise
             log.warning("cloudclients: reading client metrics failed", exc_info=True)
     return {"alive": alive, "constructions": slot.constructions, "metrics": metrics}
+
+
+def _run_close_hook(hook: CloseHook, timeout: float) -> None:
+    try:
+        hook(timeout)
+    except Exception:
+        log.error("cloudclients: a close hook failed", exc_info=True)
 
 
 def _close_one(name: str, client: Any, closer: Closer | None, timeout: float) -> None:

@@ -36,3 +36,21 @@ def test_readme_quickstart_runs_as_written(cloudclients_env: dict[str, str], mon
         CloudClients.get_registry(app).close()
     finally:
         admin.close()
+
+
+def test_every_configuration_key_is_in_the_readme_table() -> None:
+    """Each key init_app accepts has a row in the README's configuration table."""
+    from cloudclients._config import KNOWN_KEYS
+
+    rows = set(re.findall(r"^\| `(CLOUDCLIENTS_[A-Z_]+)` \|", README.read_text(), re.MULTILINE))
+    assert KNOWN_KEYS - rows == set(), "keys missing from the README table"
+    assert rows - KNOWN_KEYS == set(), "README documents keys init_app does not know"
+
+
+def test_every_public_name_is_documented() -> None:
+    """Each name in cloudclients.__all__ appears in the README or docs/."""
+    import cloudclients
+
+    docs = README.read_text() + "".join(p.read_text() for p in (README.parent / "docs").glob("*.md"))
+    missing = [name for name in cloudclients.__all__ if not re.search(rf"\b{re.escape(name)}\b", docs)]
+    assert missing == []

@@ -1,0 +1,215 @@
+"""``flask cloudclients …``: look at the configuration, create resources, publish.
+
+Registered on every app by ``init_app``. Commands run in the app's context with
+its settings, so they talk to exactly what the app talks to (an emulator in
+development, the project in production)::
+
+    flask cloudclients status [--json]
+    flask cloudclients create-topic orders
+    flask cloudclients create-subscription orders-worker --topic orders
+    flask cloudclients create-bucket receipts
+    flask cloudclients publish orders '{"id": 1}' --attr kind=created
+
+The ``create-*`` commands are idempotent: a resource that already exists with
+the same settings is reported as ``exists`` with exit status 0; one that exists
+with *different* settings is an error (exit status 1), never silently changed.
+Errors are one line: ``Error: <what failed>: <the service's message>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from ._flask import CloudClients
+from ._publish import resolve_topic
+from ._subscriber import resolve_subscription, subscriptions
+
+__all__ = ["cli"]
+
+cli = AppGroup("cloudclients", help="Inspect cloudclients settings and create Pub/Sub and Storage resources.")
+
+
+def _api_errors() -> tuple[type[Exception], type[Exception], type[Exception]]:
+    from google.api_core import exceptions  # deferred: only commands that call Google need it
+
+    return exceptions.GoogleAPICallError, exceptions.AlreadyExists, exceptions.Conflict
+
+
+def _fail(what: str, exc: Exception) -> click.ClickException:
+    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return click.ClickException(f"{what}: {message}")
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(as_json: bool) -> None:
+    """Settings (secrets redacted), emulator or cloud, and the clients alive in this process."""
+    state = CloudClients.get_state()
+    settings = state.settings
+    report: dict[str, Any] = {
+        "pid": os.getpid(),
+        "project": settings.project,
+        "pubsub": f"emulator at {settings.pubsub_emulator_host}" if settings.pubsub_emulator else "cloud",
+        "storage": f"emulator at {settings.storage_emulator_host}" if settings.storage_emulator else "cloud",
+        "push_auth": _push_auth(settings.push_audience, settings.push_service_account,
+                                settings.push_allow_unauthenticated),
+        "settings": settings.redacted(),
+        "registry": dict(state.registry.stats()),
+        "background": [sub.stats() for sub in subscriptions()],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return
+    click.echo(f"cloudclients on project {report['project']} (pid {report['pid']})")
+    click.echo(f"  Pub/Sub:   {report['pubsub']}")
+    click.echo(f"  Storage:   {report['storage']}")
+    click.echo(f"  push auth: {report['push_auth']}")
+    click.echo("  clients in this process:")
+    for name, client in report["registry"]["clients"].items():
+        alive = f"alive (built {client['constructions']}x)" if client["alive"] else "not built"
+        click.echo(f"    {name:<11} {alive}")
+    click.echo("  background subscriptions:" + ("" if report["background"] else " none"))
+    for sub in report["background"]:
+        click.echo(f"    {sub['subscription']} ({'running' if sub['running'] else 'not running'} in this process)")
+    click.echo("  settings:")
+    for key, value in sorted(report["settings"].items()):
+        click.echo(f"    {key} = {value!r}")
+
+
+def _push_auth(audience: str | None, account: str | None, allow_unauthenticated: bool) -> str:
+    if audience is not None:
+        who = f", service account {account}" if account else ""
+        extra = "; unauthenticated pushes allowed (emulator)" if allow_unauthenticated else ""
+        return f"verify OIDC tokens (audience {audience}{who}){extra}"
+    if allow_unauthenticated:
+        return "unauthenticated pushes allowed (emulator only)"
+    return "not configured: push endpoints answer 500 (set CLOUDCLIENTS_PUSH_AUDIENCE)"
+
+
+@cli.command("create-topic")
+@click.argument("name")
+def create_topic(name: str) -> None:
+    """Create topic NAME (short name or projects/P/topics/T) unless it exists."""
+    state = CloudClients.get_state()
+    path = _name(resolve_topic, name, state.settings.project)
+    api_error, already_exists, _ = _api_errors()
+    try:
+        state.registry.publisher.create_topic(name=path, timeout=30)
+    except already_exists:
+        click.echo(f"exists {path}")
+        return
+    except api_error as exc:
+        raise _fail(f"creating topic {path} failed", exc) from None
+    click.echo(f"created {path}")
+
+
+@cli.command("create-subscription")
+@click.argument("name")
+@click.option("--topic", required=True, help="Topic to subscribe to (short name or full).")
+@click.option("--ack-deadline", type=click.IntRange(10, 600), default=60, show_default=True,
+              help="Seconds a pulled message stays leased before redelivery.")
+@click.option("--push-endpoint", default=None, help="Make it a push subscription to this URL.")
+@click.option("--push-audience", default=None, help="OIDC token audience for pushes (default: the endpoint URL).")
+@click.option("--push-service-account", default=None, help="Service account that signs push tokens.")
+def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
+    name: str, topic: str, ack_deadline: int, push_endpoint: str | None,
+    push_audience: str | None, push_service_account: str | None,
+) -> None:
+    """Create subscription NAME on --topic unless it exists (same topic and endpoint)."""
+    state = CloudClients.get_state()
+    project = state.settings.project
+    path = _name(resolve_subscription, name, project)
+    topic_path = _name(resolve_topic, topic, project)
+    if (push_audience or push_service_account) and not push_endpoint:
+        raise click.UsageError("--push-audience and --push-service-account need --push-endpoint.")
+    request: dict[str, Any] = {"name": path, "topic": topic_path, "ack_deadline_seconds": ack_deadline}
+    if push_endpoint:
+        push: dict[str, Any] = {"push_endpoint": push_endpoint}
+        if push_service_account:
+            push["oidc_token"] = {"service_account_email": push_service_account,
+                                  "audience": push_audience or push_endpoint}
+        request["push_config"] = push
+    api_error, already_exists, _ = _api_errors()
+    subscriber = state.registry.subscriber
+    try:
+        subscriber.create_subscription(request=request, timeout=30)
+    except already_exists:
+        try:
+            existing = subscriber.get_subscription(subscription=path, timeout=30)
+        except api_error as exc:
+            raise _fail(f"reading existing subscription {path} failed", exc) from None
+        differences = []
+        if existing.topic != topic_path:
+            differences.append(f"its topic is {existing.topic}")
+        if (existing.push_config.push_endpoint or None) != push_endpoint:
+            differences.append(f"its push endpoint is {existing.push_config.push_endpoint or '(pull)'}")
+        if differences:
+            raise click.ClickException(
+                f"subscription {path} exists but {' and '.join(differences)}. Fix: delete it or use another name."
+            ) from None
+        click.echo(f"exists {path}")
+        return
+    except api_error as exc:
+        raise _fail(f"creating subscription {path} failed", exc) from None
+    click.echo(f"created {path}")
+
+
+@cli.command("create-bucket")
+@click.argument("name")
+@click.option("--location", default=None, help="Bucket location (default: the service's, US).")
+def create_bucket(name: str, location: str | None) -> None:
+    """Create Storage bucket NAME unless this project already has it."""
+    state = CloudClients.get_state()
+    api_error, _, conflict = _api_errors()
+    storage = state.registry.storage
+    try:
+        storage.create_bucket(name, location=location, timeout=30)
+    except conflict:
+        # Bucket names are global: 409 also means "someone else's bucket".
+        try:
+            storage.get_bucket(name, timeout=30)
+        except api_error as exc:
+            raise _fail(f"bucket name {name!r} is taken by another project", exc) from None
+        click.echo(f"exists gs://{name}")
+        return
+    except api_error as exc:
+        raise _fail(f"creating bucket {name!r} failed", exc) from None
+    click.echo(f"created gs://{name}")
+
+
+@cli.command("publish")
+@click.argument("topic")
+@click.argument("data")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="A message attribute (repeatable).")
+@click.option("--ordering-key", default="", help="Ordering key (needs CLOUDCLIENTS_ENABLE_MESSAGE_ORDERING).")
+def publish(topic: str, data: str, attrs: tuple[str, ...], ordering_key: str) -> None:
+    """Publish DATA ('-' reads standard input) to TOPIC and print the message ID once confirmed."""
+    state = CloudClients.get_state()
+    path = _name(resolve_topic, topic, state.settings.project)
+    attributes: dict[str, str] = {}
+    for item in attrs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
+        attributes[key] = value
+    payload = sys.stdin.buffer.read() if data == "-" else data.encode("utf-8")
+    api_error, _, _ = _api_errors()
+    try:
+        future = state.registry.publisher.publish(path, payload, ordering_key=ordering_key, **attributes)
+        message_id = future.result(timeout=state.settings.publish_timeout + 5)
+    except (api_error, RuntimeError, ValueError, TimeoutError) as exc:
+        raise _fail(f"publishing to {path} failed", exc) from None
+    click.echo(message_id)
+
+
+def _name(resolve: Any, name: str, project: str) -> str:
+    try:
+        return str(resolve(name, project))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
