@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from google.pubsub_v1.types import pubsub
 
+from ._types import pubsub
 from .errors import ApiError
 from .faults import Faults
 from .names import check_project
