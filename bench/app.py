@@ -31,6 +31,8 @@ app = Flask(__name__)
 
 if VARIANT in ("cloudclients", "after"):
     app.config["CLOUDCLIENTS_PUBLISH_CONFIRM"] = "after_response" if VARIANT == "after" else "before_response"
+    if os.environ.get("BENCH_BATCH_MAX_LATENCY"):
+        app.config["CLOUDCLIENTS_BATCH_MAX_LATENCY"] = float(os.environ["BENCH_BATCH_MAX_LATENCY"])
     cloudclients.CloudClients(app)
 
     @app.post("/publish")

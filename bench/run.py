@@ -95,12 +95,14 @@ def e2e_sections(seconds: float) -> list[str]:
     lines = [
         f"## 2-3. Publish-and-confirm requests/s under gunicorn ({e2e.WORKERS} workers x {e2e.THREADS} threads, "
         f"gthread, --preload; {e2e.load_tool()} with {e2e.CONNECTIONS} connections, {seconds:g} s per variant "
-        f"after a {e2e.WARMUP:g} s warm-up; the project's Pub/Sub emulator on the same machine)",
+        f"after a {e2e.WARMUP:g} s warm-up, in {e2e.ROUNDS} interleaved rounds; the project's Pub/Sub "
+        "emulator on the same machine)",
         "",
-        "| endpoint | req/s | requests | errors | ratio to ceiling |",
-        "|---|---:|---:|---:|---:|",
+        "| endpoint | req/s (median) | rounds | requests | errors | ratio to ceiling |",
+        "|---|---:|---|---:|---:|---:|",
         *(
-            f"| {labels[k]} | {r.rps:.0f} | {r.requests:,} | {r.errors} | {r.rps / ceiling:.2f}x |"
+            f"| {labels[k]} | {r.rps:.0f} | {' / '.join(f'{x:.0f}' for x in r.rounds)} | {r.requests:,} | "
+            f"{r.errors} | {r.rps / ceiling:.2f}x |"
             for k, r in results.items()
         ),
         "",
