@@ -38,7 +38,7 @@ WORKERS = 2
 THREADS = 8
 CONNECTIONS = 16
 WARMUP = 2.0
-ROUNDS = 3
+ROUNDS = 5
 
 
 @dataclass

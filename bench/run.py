@@ -11,7 +11,7 @@
 5. our Pub/Sub emulator vs Google's (bench/bench_emulator.py).
 
 Every comparison runs in this one run, on this machine, so ratios compare like
-with like. ``BENCH_SECONDS`` (default 8) sets the load time per variant.
+with like. ``BENCH_SECONDS`` (default 6) sets the load time per variant.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def emulator_section() -> list[str]:
 
 
 def main() -> int:
-    seconds = float(os.environ.get("BENCH_SECONDS", "8"))
+    seconds = float(os.environ.get("BENCH_SECONDS", "6"))
     rows = per_access()
     baseline = rows[1][1]
     header = (

@@ -173,7 +173,7 @@ def _confirm(bucket: _RequestPublishes, settings: Settings, timeout: float | Non
         return []
     limit = settings.publish_timeout + settings.batch_max_latency + _GRACE if timeout is None else timeout
     started = time.monotonic()
-    concurrent.futures.wait([t.future for t in pending], timeout=limit)
+    _wait_all([t.future for t in pending], started + limit)
     ids: list[str] = []
     failures: list[PublishFailure] = []
     for tracked in pending:
@@ -227,6 +227,23 @@ def _teardown(exc: BaseException | None) -> None:
                     tracked.future.add_done_callback(lambda f, t=tracked: _log_if_failed(t))  # type: ignore[misc]
     except Exception:  # pragma: no cover - teardown must never raise
         log.error("cloudclients: publish teardown failed", exc_info=True)
+
+
+def _wait_all(futures: list[Future[str]], deadline: float) -> None:
+    """Wait until every future is done or *deadline* (monotonic) passes.
+
+    One future after the other, each with the time left: the same outcome as
+    ``concurrent.futures.wait`` for the one or two futures a request has, at a
+    fraction of its cost (no waiter objects installed on every future).
+    """
+    for future in futures:
+        if future.done():
+            continue
+        try:
+            future.exception(timeout=max(deadline - time.monotonic(), 0.0))
+        except (TimeoutError, concurrent.futures.CancelledError):
+            if time.monotonic() >= deadline:
+                return
 
 
 def _exception(future: Future[str]) -> BaseException | None:
