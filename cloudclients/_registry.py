@@ -62,6 +62,11 @@ Pinger = Callable[[Any, float], None]
 #: ``hook(timeout)``: run by :meth:`ClientRegistry.close` before any client is closed.
 CloseHook = Callable[[float], None]
 
+#: One lock per process for the post-fork reset, keyed by pid (see
+#: ``ClientRegistry._reset_after_fork``): entries copied from a parent carry
+#: the parent's pid and are never used by the child.
+_RESET_LOCKS: dict[int, threading.Lock] = {}
+
 #: How long the before-fork hook waits for a client under construction. A
 #: construction that takes longer (a stuck metadata-server lookup) must not
 #: block the fork forever; the child replaces the lock anyway.
@@ -397,12 +402,18 @@ class ClientRegistry:
     def _reset_after_fork(self, hooks_ran: bool) -> None:
         # Runs in the child: from the after_in_child hook (hooks_ran=True), or
         # from the pid check on first access after a fork that skipped the hooks.
-        # Under the pid check two threads of the child may race here; both do
-        # the same idempotent work and the state ends the same either way. No
-        # inherited lock is taken: it may be held by a thread that is gone.
+        # Under the pid check several threads of the child race here, and the
+        # reset must happen once: a second reset after another thread already
+        # built a client would orphan that client with its unsent batches. No
+        # inherited lock can serialise them (it may be held by a thread that
+        # did not survive the fork), so the lock is one made in this process,
+        # found by pid: dict.setdefault is atomic, every racer gets the same one.
         pid = os.getpid()
-        if self._pid == pid:
-            return
+        with _RESET_LOCKS.setdefault(pid, threading.Lock()):
+            if self._pid != pid:
+                self._reset_slots(pid, hooks_ran)
+
+    def _reset_slots(self, pid: int, hooks_ran: bool) -> None:
         parent = self._pid
         for slot in self._slots.values():
             if slot.client is not _MISSING:

@@ -55,3 +55,51 @@ def test_forked_child_gets_fresh_client_and_publishes(
 
     messages = pubsub_topic.pull(expected=3, timeout=20)
     assert sorted(m.data for m in messages) == [b"child", b"parent-after", b"parent-before"]
+
+
+_C_FORK_RACE = r"""
+import ctypes, json, os, sys, threading, time
+from cloudclients import ClientRegistry
+
+sys.setswitchinterval(1e-6)                 # switch threads as often as possible: races show up
+
+registry = ClientRegistry("c-fork")
+registry.register("thing", lambda: (time.sleep(0.005), object())[1], close=lambda c, t: None)
+registry.get("thing")                       # built in the parent
+read, write = os.pipe()
+pid = ctypes.CDLL(None).fork()              # C-level fork: Python's at-fork hooks do not run
+if pid == 0:
+    barrier = threading.Barrier(32)
+    got = []
+    def worker():
+        barrier.wait()
+        got.append(registry.get("thing"))   # every thread hits the pid check at once
+    threads = [threading.Thread(target=worker) for _ in range(32)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    stats = registry.stats()
+    os.write(write, json.dumps({
+        "distinct": len({id(c) for c in got}),
+        "constructions": stats["clients"]["thing"]["constructions"],
+        "forks_seen": stats["forks_seen"],
+        "alive_is_returned": registry.peek("thing") is got[0],
+    }).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+print(os.read(read, 4096).decode())
+"""
+
+
+@pytest.mark.fork
+def test_threads_racing_the_pid_check_after_a_c_level_fork_reset_once() -> None:
+    """After a fork that skips Python's hooks (uWSGI without --py-call-osafterfork), 32 threads
+    hit the pid check together: the registry resets once and builds one client, which every
+    thread gets. (A second reset would orphan a client already built, with its unsent batches.)"""
+    for _ in range(10):
+        done = subprocess.run(
+            [sys.executable, "-c", _C_FORK_RACE], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result == {"distinct": 1, "constructions": 1, "forks_seen": 1, "alive_is_returned": True}
