@@ -1,0 +1,214 @@
+"""cloudclients-emulator as a command: flags, readiness, topology, Storage, admin API, caps, signals.
+
+Each test starts its own emulator process (they take about 0.2 s) and talks to it
+with the real client libraries or plain HTTP, as users and CI do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.pubsub_v1 import PublisherClient as GapicPublisher
+
+from cloudclients import ClientRegistry, Settings
+
+pytest.importorskip("cloudclients_emulator", reason="the emulator package (pip install -e emulator/) is needed")
+
+PROJECT = "cmd-project"
+
+
+@contextmanager
+def emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    """Run the command; yield it and the variables its ``export`` lines set, once ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudclients_emulator", "--host-port", "127.0.0.1:0", "--project", PROJECT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    env: dict[str, str] = {}
+    try:
+        for line in proc.stdout:
+            match = re.fullmatch(r"export (\w+)=(\S+)\n", line)
+            assert match, f"unexpected output line {line!r}"
+            env[match.group(1)] = match.group(2)
+            if match.group(1) == "PUBSUB_EMULATOR_HOST":
+                break
+        else:
+            pytest.fail(f"the emulator exited with {proc.wait()}: {proc.stderr.read()}")
+        yield proc, env
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def http(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def registry(env: dict[str, str]) -> ClientRegistry:
+    return ClientRegistry.from_settings(Settings.from_mapping({"CLOUDCLIENTS_PROJECT": PROJECT}, env), name="cmd")
+
+
+def test_ready_line_readiness_and_clean_sigterm() -> None:
+    """Port 0 picks a free port, printed as one export line; GET / answers Ok; SIGTERM exits 0."""
+    with emulator() as (proc, env):
+        host = env["PUBSUB_EMULATOR_HOST"]
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", host) and not host.endswith(":0")
+        assert http(f"http://{host}/") == (200, "Ok")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_storage_port_and_topology(tmp_path: Path) -> None:
+    """--storage-port starts gcp-storage-emulator (printed first, stopped with us); --topology
+    creates topics, subscriptions (with their settings) and buckets before the ready line."""
+    topology = tmp_path / "topology.json"
+    topology.write_text(
+        json.dumps(
+            {
+                "topics": [
+                    {"name": "orders", "subscriptions": [{"name": "orders-worker", "ackDeadlineSeconds": 42}]},
+                    {"name": f"projects/{PROJECT}/topics/audit"},
+                ],
+                "buckets": ["receipts"],
+            }
+        )
+    )
+    with emulator("--storage-port", "0", "--topology", str(topology)) as (proc, env):
+        assert list(env) == ["STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"]
+        reg = registry(env)
+        try:
+            topics = {t.name for t in reg.publisher.list_topics(project=f"projects/{PROJECT}")}
+            assert topics == {f"projects/{PROJECT}/topics/orders", f"projects/{PROJECT}/topics/audit"}
+            sub = reg.subscriber.get_subscription(subscription=f"projects/{PROJECT}/subscriptions/orders-worker")
+            assert sub.topic == f"projects/{PROJECT}/topics/orders" and sub.ack_deadline_seconds == 42
+            assert [b.name for b in reg.storage.list_buckets()] == ["receipts"]
+        finally:
+            reg.close(timeout=5)
+        storage_url = env["STORAGE_EMULATOR_HOST"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(storage_url, timeout=2)  # the storage child went with it
+
+
+def test_bad_topology_fails_with_a_message(tmp_path: Path) -> None:
+    """Buckets without --storage-port: exit 2 and a one-line reason, not a traceback."""
+    topology = tmp_path / "t.json"
+    topology.write_text(json.dumps({"buckets": ["receipts"]}))
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudclients_emulator", "--host-port", "127.0.0.1:0", "--topology", str(topology)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "buckets but no --storage-port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_admin_faults_reset_and_stats() -> None:
+    """The next N calls of a method fail with the chosen status, then calls succeed again; faults
+    are listed and cleared; reset drops all state; stats reports backlog."""
+    with emulator() as (_, env):
+        base = f"http://{env['PUBSUB_EMULATOR_HOST']}"
+        reg = registry(env)
+        try:
+            topic = f"projects/{PROJECT}/topics/faulty"
+            sub = f"projects/{PROJECT}/subscriptions/faulty"
+            reg.publisher.create_topic(name=topic)
+            reg.subscriber.create_subscription(name=sub, topic=topic)
+
+            fault = {"method": "GetTopic", "count": 2, "status": "NOT_FOUND"}
+            assert http(base + "/admin/faults", "POST", fault)[0] == 200
+            assert http(base + "/admin/faults")[1]["faults"] == [
+                {"method": "GetTopic", "count": 2, "status": "NOT_FOUND", "delay_ms": 0}
+            ]
+            for _ in range(2):
+                with pytest.raises(gexc.NotFound):
+                    reg.publisher.get_topic(topic=topic, retry=None)
+            assert reg.publisher.get_topic(topic=topic, retry=None).name == topic  # the third call passes
+
+            http(base + "/admin/faults", "POST", {"method": "GetTopic", "count": -1, "status": "OK", "delay_ms": 300})
+            began = time.monotonic()
+            reg.publisher.get_topic(topic=topic, retry=None)
+            assert time.monotonic() - began >= 0.3  # a delay-only fault slows the call down
+            assert http(base + "/admin/faults", "DELETE")[0] == 200
+            assert http(base + "/admin/faults")[1]["faults"] == []
+
+            status, body = http(base + "/admin/faults", "POST", {"method": "GetTopic", "status": "NOPE"})
+            assert status == 400 and "NOPE" in body["error"]
+
+            reg.publisher.publish(topic, b"x").result(timeout=10)
+            stats = http(base + "/admin/stats")[1]
+            assert stats["rss_bytes"] > 0 and stats["topics"] == 1 and stats["open_streams"] == 0
+            assert stats["subscriptions"] == {
+                sub: {"backlog": 1, "outstanding": 0, "bytes": stats["subscriptions"][sub]["bytes"]}
+            }
+            assert stats["subscriptions"][sub]["bytes"] > 0
+
+            assert http(base + "/admin/reset", "POST", {})[0] == 200
+            with pytest.raises(gexc.NotFound):
+                reg.publisher.get_topic(topic=topic, retry=None)
+            assert http(base + "/admin/nothing")[0] == 404
+        finally:
+            reg.close(timeout=5)
+
+
+def test_memory_cap_refuses_publish_with_resource_exhausted() -> None:
+    """A full subscription makes Publish fail with RESOURCE_EXHAUSTED naming it, and a WARNING is
+    logged; nothing is dropped silently, and acking makes room again."""
+    with emulator("--max-messages-per-subscription", "3", "--log-level", "WARNING") as (proc, env):
+        reg = registry(env)
+        try:
+            topic = f"projects/{PROJECT}/topics/capped"
+            sub = f"projects/{PROJECT}/subscriptions/capped"
+            reg.publisher.create_topic(name=topic)
+            reg.subscriber.create_subscription(name=sub, topic=topic)
+
+            def publish(*data: bytes) -> None:  # the raw Publish RPC: the batching client would retry
+                request = {"topic": topic, "messages": [{"data": d} for d in data]}
+                GapicPublisher.publish(reg.publisher, request=request, retry=None)
+
+            publish(b"1", b"2", b"3")
+            with pytest.raises(gexc.ResourceExhausted, match="capped"):
+                publish(b"4")
+            pulled = reg.subscriber.pull(subscription=sub, max_messages=3, timeout=10)
+            assert sorted(m.message.data for m in pulled.received_messages) == [b"1", b"2", b"3"]
+            reg.subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in pulled.received_messages])
+            publish(b"4")  # room again
+        finally:
+            reg.close(timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None
+        assert "is full" in proc.stderr.read()
