@@ -78,6 +78,13 @@ def registry(env: dict[str, str]) -> ClientRegistry:
     return ClientRegistry.from_settings(Settings.from_mapping({"CLOUDCLIENTS_PROJECT": PROJECT}, env), name="cmd")
 
 
+def topic_and_subscription(reg: ClientRegistry, name: str) -> tuple[str, str]:
+    topic, sub = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}"
+    reg.publisher.create_topic(name=topic)
+    reg.subscriber.create_subscription(name=sub, topic=topic)
+    return topic, sub
+
+
 def test_ready_line_readiness_and_clean_sigterm() -> None:
     """Port 0 picks a free port, printed as one export line; GET / answers Ok; SIGTERM exits 0."""
     with emulator() as (proc, env):
@@ -143,10 +150,7 @@ def test_admin_faults_reset_and_stats() -> None:
         base = f"http://{env['PUBSUB_EMULATOR_HOST']}"
         reg = registry(env)
         try:
-            topic = f"projects/{PROJECT}/topics/faulty"
-            sub = f"projects/{PROJECT}/subscriptions/faulty"
-            reg.publisher.create_topic(name=topic)
-            reg.subscriber.create_subscription(name=sub, topic=topic)
+            topic, sub = topic_and_subscription(reg, "faulty")
 
             fault = {"method": "GetTopic", "count": 2, "status": "NOT_FOUND"}
             assert http(base + "/admin/faults", "POST", fault)[0] == 200
@@ -190,10 +194,7 @@ def test_memory_cap_refuses_publish_with_resource_exhausted() -> None:
     with emulator("--max-messages-per-subscription", "3", "--log-level", "WARNING") as (proc, env):
         reg = registry(env)
         try:
-            topic = f"projects/{PROJECT}/topics/capped"
-            sub = f"projects/{PROJECT}/subscriptions/capped"
-            reg.publisher.create_topic(name=topic)
-            reg.subscriber.create_subscription(name=sub, topic=topic)
+            topic, sub = topic_and_subscription(reg, "capped")
 
             def publish(*data: bytes) -> None:  # the raw Publish RPC: the batching client would retry
                 request = {"topic": topic, "messages": [{"data": d} for d in data]}
