@@ -212,9 +212,11 @@ def main() -> int:
         print(f"  received by pull        : {len(audit)} on orders-audit")
         print(f"  received by push        : {sum(r['processed'] for r in receipts)} processed by /pubsub/orders")
         print(f"  receipts stored         : {len(receipts)} in gs://receipts")
+        queued = sum(flushed)
+        why = " (every order was confirmed before its 201)" if queued == 0 else ""
         print(
-            f"  graceful shutdown       : {len(flushed)} worker(s) closed their clients; "
-            f"{sum(flushed)} message(s) still queued were flushed"
+            f"  graceful shutdown       : {len(flushed)} worker(s) flushed and closed their clients; "
+            f"{queued} message(s) were still queued{why}"
         )
         print(f"  total time              : {time.monotonic() - started:.1f} s")
         ok = len(audit) == len(replies) == len(receipts) == ORDERS and all(r["processed"] for r in receipts)
