@@ -14,7 +14,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 from google.api_core.exceptions import AlreadyExists
 
 from cloudclients import ClientRegistry, Settings
-from cloudclients._emulators import EmulatorProcess, free_port
+from cloudclients._emulators import EmulatorProcess, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "bench-project"
@@ -164,13 +163,7 @@ def gunicorn(variant: str, env: Mapping[str, str]) -> Iterator[str]:
                 time.sleep(0.1)
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc, 30)
         proc.stderr.close()  # type: ignore[union-attr]
 
 

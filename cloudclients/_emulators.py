@@ -29,7 +29,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 __all__ = [
     "EmulatorError",
@@ -41,6 +41,7 @@ __all__ = [
     "pubsub_emulator_kinds",
     "start_pubsub_emulator",
     "start_storage_emulator",
+    "stop_process_group",
 ]
 
 PubSubKind = Literal["cloudclients", "official"]
@@ -98,7 +99,7 @@ class EmulatorProcess:
         if self._stopped:
             return
         self._stopped = True
-        _kill_group(self.process, timeout)
+        stop_process_group(self.process, timeout)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._log.close()
@@ -270,7 +271,12 @@ def _wait_http_ok(proc: EmulatorProcess, url: str, timeout: float, expect: str |
     raise EmulatorError(f"{proc.kind} emulator not ready at {url} within {timeout:.0f} s:\n{tail}")
 
 
-def _kill_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+def stop_process_group(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM the process group led by *process*, SIGKILL it after *timeout*; wait for it.
+
+    For children started with ``start_new_session=True`` (servers that fork
+    workers): the whole group goes, not only the leader. Idempotent.
+    """
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):

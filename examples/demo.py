@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cloudclients import ClientRegistry, Settings
-from cloudclients._emulators import free_port
+from cloudclients._emulators import free_port, stop_process_group
 from cloudclients.testing import pull_messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,14 +112,8 @@ def start_emulators(app_port: int, topology_file: IO[str]) -> tuple[subprocess.P
 
 def stop(proc: subprocess.Popen[Any] | None, timeout: float = 20) -> None:
     """SIGTERM the process group, then SIGKILL what is left after *timeout*."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    if proc is not None:
+        stop_process_group(proc, timeout)
 
 
 def main() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudclients._emulators import free_port
+from cloudclients._emulators import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,13 +74,7 @@ def _serve(cmd: list[str], env: dict[str, str], port: int, name: str) -> Iterato
             time.sleep(0.1)
         yield server
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc, 30)
         log.close()
         os.unlink(log.name)
 
