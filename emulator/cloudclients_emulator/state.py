@@ -93,9 +93,12 @@ class Stored:
 
     seq: int
     msg: Msg
-    size: int
     attempts: int = 0
     available_at: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return self.msg.size
 
 
 @dataclass(eq=False, slots=True)
@@ -259,7 +262,7 @@ class State:
             targets = [s for s in self.subs.values() if s.pb.topic == topic_name and not s.detached]
             now_ns = time.time_ns()
             ids: list[str] = []
-            stamped: list[tuple[Any, int]] = []
+            stamped: list[Any] = []  # PubsubMessage copies with id and publish time
             for message in messages:
                 if not message.data and not message.attributes:
                     raise ApiError(
@@ -270,9 +273,9 @@ class State:
                 copy.CopyFrom(message)
                 copy.message_id = str(next(self._ids))
                 copy.publish_time.FromNanoseconds(now_ns)
-                stamped.append((copy, copy.ByteSize()))
+                stamped.append(copy)
                 ids.append(copy.message_id)
-            total = sum(size for _, size in stamped)
+            total = sum(m.ByteSize() for m in stamped)
             for sub in targets:
                 count = len(sub.backlog) + len(sub.leases)
                 if count + len(stamped) > self.caps.messages or sub.bytes + total > self.caps.bytes:
@@ -286,24 +289,24 @@ class State:
                         f"Subscription {sub.name} holds {count} messages / {sub.bytes} bytes; the emulator's cap "
                         f"is {self.caps.messages} messages / {self.caps.bytes} bytes",
                     )
-            for copy, size in stamped:
-                self._route_all(targets, copy, size)
+            for copy in stamped:
+                self._route_all(targets, copy)
             self.cond.notify_all()
             return ids
 
-    def _route_all(self, subs: list[Sub], message: Any, size: int) -> None:
+    def _route_all(self, subs: list[Sub], message: Any) -> None:
         """Add *message* (a ``PubsubMessage``) to each of *subs* whose filter it passes."""
         kept = [s for s in subs if s.predicate is None or s.predicate(message.attributes)]
         # Filtered out: acknowledged on the subscriber's behalf, as by the service.
         if kept:
             msg = Msg(message)
             for sub in kept:
-                self._route(sub, msg, size)
+                self._route(sub, msg)
 
-    def _route(self, sub: Sub, msg: Msg, size: int) -> None:
+    def _route(self, sub: Sub, msg: Msg) -> None:
         seq = next(self._seq)
-        sub.backlog[seq] = Stored(seq, msg, size)
-        sub.bytes += size
+        sub.backlog[seq] = Stored(seq, msg)
+        sub.bytes += msg.size
         sub.history[seq] = msg
         if sub.ordered and msg.ordering_key:
             sub.key_queue.setdefault(msg.ordering_key, []).append(seq)
@@ -482,15 +485,16 @@ class State:
                         topic_name, sub.name, stored.msg.message_id)
             return
         copy = stored.msg.proto()
+        source_publish_time = copy.publish_time.ToJsonString()  # before the copy gets its own
         copy.message_id = str(next(self._ids))
         copy.publish_time.FromNanoseconds(time.time_ns())
         # The attributes the service adds to forwarded messages.
         copy.attributes["CloudPubSubDeadLetterSourceSubscription"] = sub.name.rsplit("/", 1)[1]
         copy.attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] = sub.name.split("/")[1]
         copy.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(stored.attempts)
-        copy.attributes["CloudPubSubDeadLetterSourceTopicPublishTime"] = stored.msg.proto().publish_time.ToJsonString()
+        copy.attributes["CloudPubSubDeadLetterSourceTopicPublishTime"] = source_publish_time
         targets = [t for t in self.subs.values() if t.pb.topic == topic_name and not t.detached]
-        self._route_all(targets, copy, copy.ByteSize())
+        self._route_all(targets, copy)
 
     def pull(self, name: str, max_messages: int, wait: float) -> list[Any]:
         """Unary Pull: return what is available, waiting up to *wait* seconds for something."""
@@ -676,9 +680,8 @@ class State:
             new_acked: set[int] = set()
             for seq, msg in sorted(sub.history.items()):
                 if unacked(seq, msg):
-                    size = msg.size
-                    sub.backlog[seq] = Stored(seq, msg, size)
-                    sub.bytes += size
+                    sub.backlog[seq] = Stored(seq, msg)
+                    sub.bytes += msg.size
                     if sub.ordered and msg.ordering_key:
                         sub.key_queue.setdefault(msg.ordering_key, []).append(seq)
                 else:

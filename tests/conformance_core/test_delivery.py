@@ -100,11 +100,19 @@ def test_dead_letter_after_max_attempts(target: Target) -> None:
         got = pull(target, sub, timeout=10)
         assert got, f"no delivery after {attempts}"
         attempts.append(got[0].delivery_attempt)
+        published_at = got[0].message.publish_time
         nack(target, sub, got)
     assert attempts == [1, 2, 3, 4, 5]
     assert pull(target, sub, timeout=1.5) == []
     dead = pull(target, dlq_sub, timeout=15)
     assert [r.message.data for r in dead] == [b"poison"]
+    # The attributes the service adds to a forwarded message.
+    source = dead[0].message.attributes
+    assert source["CloudPubSubDeadLetterSourceSubscription"] == sub.rsplit("/", 1)[1]
+    assert source["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    original = timestamp_pb2.Timestamp()
+    original.FromJsonString(source["CloudPubSubDeadLetterSourceTopicPublishTime"])
+    assert original.ToDatetime(tzinfo=datetime.UTC) == published_at
 
 
 def test_ordering_keys(request: pytest.FixtureRequest, target: Target) -> None:
