@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from google.api_core.exceptions import AlreadyExists
 
@@ -78,15 +79,15 @@ def _wrk(url: str, seconds: float) -> LoadResult:
 
 def _python_load(url: str, seconds: float) -> LoadResult:
     """Keep-alive POSTs from CONNECTIONS threads (when wrk is missing; it is itself CPU-bound)."""
-    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
-    path = "/" + url.split("//", 1)[1].split("/", 1)[1]
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
     counts = [0, 0]
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
     def run() -> None:
         done = bad = 0
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn = http.client.HTTPConnection(host, port, timeout=30)
         while time.monotonic() < stop:
             try:
                 conn.request("POST", path, body=b"")
@@ -97,7 +98,7 @@ def _python_load(url: str, seconds: float) -> LoadResult:
             except OSError:
                 bad += 1
                 conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                conn = http.client.HTTPConnection(host, port, timeout=30)
         conn.close()
         with lock:
             counts[0] += done
