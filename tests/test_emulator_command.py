@@ -213,3 +213,25 @@ def test_memory_cap_refuses_publish_with_resource_exhausted() -> None:
         assert proc.wait(timeout=10) == 0
         assert proc.stderr is not None
         assert "is full" in proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--host-port", "localhost", "is not HOST:PORT"),
+        ("--storage-port", "99999", "is not a port number"),
+        ("--max-messages-per-subscription", "0", "is not a positive whole number"),
+        ("--max-bytes-per-subscription", "-5", "is not a positive whole number"),
+    ],
+)
+def test_bad_flags_are_refused_naming_flag_and_value(flag: str, value: str, says: str) -> None:
+    """A bad value exits 2 at once with the flag, the value and what is expected."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudclients_emulator", f"{flag}={value}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert flag in done.stderr and repr(value) in done.stderr and says in done.stderr

@@ -19,17 +19,31 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number 0-65535 (0 picks a free one)")
+    return int(value)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cloudclients-emulator", description=__doc__)
     p.add_argument("--host-port", type=_host_port, default=("127.0.0.1", 8085),
                    help="address to serve gRPC, REST and the admin API on (default 127.0.0.1:8085; port 0: any)")
     p.add_argument("--project", default="test-project",
                    help="project for short names in --topology (resources of any project are accepted)")
-    p.add_argument("--storage-port", type=int, default=None,
+    p.add_argument("--storage-port", type=_port, default=None,
                    help="also start gcp-storage-emulator on this port (0: any) and print STORAGE_EMULATOR_HOST")
     p.add_argument("--topology", default=None, help="JSON file of topics, subscriptions and buckets to create")
-    p.add_argument("--max-messages-per-subscription", type=int, default=1_000_000)
-    p.add_argument("--max-bytes-per-subscription", type=int, default=1 << 30)
+    p.add_argument("--max-messages-per-subscription", type=_positive, default=1_000_000,
+                   help="messages a subscription may hold before Publish is refused (default 1,000,000)")
+    p.add_argument("--max-bytes-per-subscription", type=_positive, default=1 << 30,
+                   help="bytes a subscription may hold before Publish is refused (default 1 GiB)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
