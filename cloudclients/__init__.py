@@ -1,8 +1,8 @@
 """cloudclients: Google Cloud clients done right in Flask apps.
 
 One Pub/Sub publisher, one subscriber and one Cloud Storage client per
-process — built lazily, thread-safely, rebuilt after fork — exposed to views
-through ``flask.g``.
+process — built lazily, thread-safely, rebuilt after fork — for views to use
+through ``get_publisher()``, ``get_subscriber()`` and ``get_storage()``.
 
 .. code-block:: python
 
@@ -13,29 +13,18 @@ through ``flask.g``.
     CloudClients(app)
 """
 
+from ._background import BackgroundSubscription, SubscriptionState, SubscriptionStats
+from ._clients import ClientRegistry
 from ._config import ConfigError, Settings
-from ._flask import (
-    CloudClients,
-    CloudClientsState,
-    current_registry,
-    get_client,
-    get_publisher,
-    get_storage,
-    get_subscriber,
-)
+from ._flask import CloudClients
 from ._health import health_blueprint, health_report
 from ._message import ReceivedMessage
 from ._publish import PublishError, PublishFailure, confirm_publishes, publish
 from ._push import push_endpoint
-from ._registry import ClientRegistry, ClientStats, PingResult, RegistryState, RegistryStats
+from ._registry import ClientStats, PingResult, RegistryState, RegistryStats
 from ._shutdown import close_all, gunicorn_worker_exit, install_exit_handlers
-from ._subscriber import (
-    BackgroundSubscription,
-    SubscriptionStats,
-    gunicorn_post_worker_init,
-    start_subscriptions,
-    subscribe,
-)
+from ._state import CloudClientsState, current_registry, get_client, get_publisher, get_storage, get_subscriber
+from ._subscriber import gunicorn_post_worker_init, start_subscriptions, subscribe
 
 __version__ = "0.1.0"
 
@@ -53,6 +42,7 @@ __all__ = [
     "RegistryState",
     "RegistryStats",
     "Settings",
+    "SubscriptionState",
     "SubscriptionStats",
     "__version__",
     "close_all",

@@ -26,9 +26,8 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from ._flask import CloudClients
-from ._publish import resolve_topic
-from ._subscriber import resolve_subscription, subscriptions
+from ._names import resolve_subscription, resolve_topic
+from ._state import app_state
 
 __all__ = ["cli"]
 
@@ -50,7 +49,7 @@ def _fail(what: str, exc: Exception) -> click.ClickException:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(as_json: bool) -> None:
     """Settings (secrets redacted), emulator or cloud, and the clients alive in this process."""
-    state = CloudClients.get_state()
+    state = app_state()
     settings = state.settings
     report: dict[str, Any] = {
         "pid": os.getpid(),
@@ -61,7 +60,7 @@ def status(as_json: bool) -> None:
                                 settings.push_allow_unauthenticated),
         "settings": settings.redacted(),
         "registry": dict(state.registry.stats()),
-        "background": [sub.stats() for sub in subscriptions()],
+        "background": [sub.stats() for sub in state.subscriptions],
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
@@ -96,7 +95,7 @@ def _push_auth(audience: str | None, account: str | None, allow_unauthenticated:
 @click.argument("name")
 def create_topic(name: str) -> None:
     """Create topic NAME (short name or projects/P/topics/T) unless it exists."""
-    state = CloudClients.get_state()
+    state = app_state()
     path = _name(resolve_topic, name, state.settings.project)
     api_error, already_exists, _ = _api_errors()
     try:
@@ -122,7 +121,7 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
     push_audience: str | None, push_service_account: str | None,
 ) -> None:
     """Create subscription NAME on --topic unless it exists (same topic and endpoint)."""
-    state = CloudClients.get_state()
+    state = app_state()
     project = state.settings.project
     path = _name(resolve_subscription, name, project)
     topic_path = _name(resolve_topic, topic, project)
@@ -165,7 +164,7 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
 @click.option("--location", default=None, help="Bucket location (default: the service's, US).")
 def create_bucket(name: str, location: str | None) -> None:
     """Create Storage bucket NAME unless this project already has it."""
-    state = CloudClients.get_state()
+    state = app_state()
     api_error, _, conflict = _api_errors()
     storage = state.registry.storage
     try:
@@ -190,7 +189,7 @@ def create_bucket(name: str, location: str | None) -> None:
 @click.option("--ordering-key", default="", help="Ordering key (needs CLOUDCLIENTS_ENABLE_MESSAGE_ORDERING).")
 def publish(topic: str, data: str, attrs: tuple[str, ...], ordering_key: str) -> None:
     """Publish DATA ('-' reads standard input) to TOPIC and print the message ID once confirmed."""
-    state = CloudClients.get_state()
+    state = app_state()
     path = _name(resolve_topic, topic, state.settings.project)
     attributes: dict[str, str] = {}
     for item in attrs:

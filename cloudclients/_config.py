@@ -1,11 +1,15 @@
 """Settings: read once from ``app.config`` (and the environment), validated, frozen.
 
-Every rule lives here so that a bad value fails at ``init_app`` — in the
-process that loads the app, before a worker is forked and long before the first
-request — with a message that names the key, the value and the fix.
+Each setting is declared once, as a field of :class:`Settings` whose metadata
+is its :class:`Spec` — key, environment fallback, default, parser and the rule
+in words. That one declaration drives reading, validation, the error messages
+and the README's configuration table (:meth:`Settings.table`; a test keeps the
+README in sync). Rules between settings follow the fields, in ``_RULES``.
 
-Credentials-file *contents* are never read into a message: only the path is
-named, and parse errors are reported without echoing the file.
+Every rule runs at ``init_app`` — in the process that loads the app, before a
+worker is forked and long before the first request — and a failure names the
+key, the value, where it came from and the fix. Credentials-file *contents*
+are never read into a message: only the path is named.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["PREFIX", "ConfigError", "Settings"]
+__all__ = ["PREFIX", "ConfigError", "Settings", "Spec"]
 
 PREFIX = "CLOUDCLIENTS_"
 
@@ -29,19 +33,20 @@ PREFIX = "CLOUDCLIENTS_"
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 10_000_000
 
+#: Where Google publishes the certificates that sign its OIDC ID tokens (the
+#: tokens Pub/Sub push attaches), as a ``{key id: PEM certificate}`` JSON object.
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+
+#: Values of ``CLOUDCLIENTS_PUBLISH_CONFIRM`` (see :func:`cloudclients.publish`).
+PUBLISH_CONFIRM_MODES = ("before_response", "after_response")
+
 # Project IDs: 6-30 chars, lowercase letters, digits, hyphens, start with a
 # letter, no trailing hyphen; legacy domain-scoped IDs ("example.com:proj")
 # are still accepted by Google APIs.
 _PROJECT_RE = re.compile(r"^(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _HOST_RE = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)$")
-
-#: Where Google publishes the certificates that sign its OIDC ID tokens (the
-#: tokens Pub/Sub push attaches), as a ``{key id: PEM certificate}`` JSON object.
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
-
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -49,38 +54,302 @@ _FALSE = {"0", "false", "no", "off"}
 class ConfigError(ValueError):
     """A ``CLOUDCLIENTS_*`` setting (or its environment fallback) is invalid.
 
-    The message names the key, the offending value and how to fix it. Raised by
-    :meth:`cloudclients.CloudClients.init_app` and :meth:`Settings.from_mapping`.
+    The message names the key, the offending value, where it came from and
+    how to fix it. Raised by :meth:`cloudclients.CloudClients.init_app` and
+    :meth:`Settings.from_mapping`.
     """
 
+
+ConfigError.__module__ = "cloudclients"
+
+
+# -- the declaration ------------------------------------------------------------------
+
+
+class InvalidValueError(Exception):
+    """Raised by a parser: *problem* completes "KEY=VALUE (origin) …"; *fix* overrides the spec's."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+
+#: ``parse(raw value)``: the typed value, or :class:`InvalidValueError`.
+Parser = Callable[[Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One setting: everything about it, in one place."""
+
+    #: The ``app.config`` key, ``CLOUDCLIENTS_`` included.
+    key: str
+    parse: Parser
+    #: The rule in words, for the README table (Markdown).
+    rule: str
+    #: What to do about a bad value: completes "Fix: …".
+    fix: str
+    #: The environment variable read when the key is not in ``app.config``.
+    env: str | None = None
+    #: The default as the README shows it.
+    shown_default: str = "unset"
+
+
+def _setting(name: str, default: Any, parse: Parser, *, rule: str, fix: str, env: str | None = None,
+             shown: str | None = None) -> Any:
+    spec = Spec(PREFIX + name, parse, rule, fix, env, f"`{default!r}`" if shown is None else shown)
+    return dataclasses.field(default=default, metadata={"spec": spec})
+
+
+# -- parsers ----------------------------------------------------------------------------
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InvalidValueError("is not a boolean")
+
+
+def _seconds(low: float, high: float, *, low_open: bool = False) -> Parser:
+    def parse(value: Any) -> float:
+        parsed: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parsed = float(value)
+        elif isinstance(value, str):
+            try:
+                parsed = float(value.strip())
+            except ValueError:
+                parsed = None
+        if parsed is None or math.isnan(parsed):
+            raise InvalidValueError("is not a number")
+        if parsed < low or (low_open and parsed == low) or parsed > high:
+            raise InvalidValueError("is out of range")
+        return parsed
+
+    return parse
+
+
+def _whole(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        parsed: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            parsed = value
+        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            parsed = int(value)
+        if parsed is None:
+            raise InvalidValueError("is not a whole number")
+        if not low <= parsed <= high:
+            raise InvalidValueError("is out of range")
+        return parsed
+
+    return parse
+
+
+def _one_of(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+        close = difflib.get_close_matches(str(value).strip().lower(), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidValueError(f"is not one of {', '.join(map(repr, choices))}{hint}")
+
+    return parse
+
+
+def _project(value: Any) -> str:
+    if not isinstance(value, str) or not _PROJECT_RE.match(value):
+        raise InvalidValueError("is not a valid project ID")
+    return value
+
+
+def _pubsub_host(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidValueError("is not a string")
+    if "://" in value or "/" in value:
+        raise InvalidValueError("must not contain a scheme or path")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not _HOST_RE.match(host):
+        raise InvalidValueError("has no port")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidValueError(f"has an invalid port {port!r}")
+    return value
+
+
+def _storage_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidValueError("is not a string")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or "://" not in value:
+        raise InvalidValueError("has no http:// or https:// scheme")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path not in ("", "/") or parts.query:
+        raise InvalidValueError("is not a plain scheme://host[:port] URL")
+    return value.rstrip("/")
+
+
+def _credentials_file(value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidValueError("is not a path")
+    path = os.fspath(value)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        # exc.strerror only (never the file contents).
+        raise InvalidValueError(f"cannot be read: {exc.strerror}") from None
+    try:
+        info = json.loads(text)
+    except ValueError:
+        # Deliberately no detail: JSON errors quote the text around the fault,
+        # and this file holds a private key.
+        raise InvalidValueError("is not valid JSON") from None
+    if not isinstance(info, dict) or not isinstance(info.get("type"), str):
+        raise InvalidValueError("has no 'type' field; it is not a Google credentials file")
+    if info["type"] == "service_account":
+        missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
+        if missing:
+            raise InvalidValueError("is a service-account key without " + ", ".join(missing))
+    return path
+
+
+def _word(value: Any) -> str:
+    if not isinstance(value, str) or not value or re.search(r"\s", value):
+        raise InvalidValueError("is not a single word without spaces")
+    return value
+
+
+def _email(value: Any) -> str:
+    if not isinstance(value, str) or not _EMAIL_RE.match(value):
+        raise InvalidValueError("is not an email address")
+    return value
+
+
+def _certs_url(value: Any) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidValueError("is not an http(s) URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        # Signing keys fetched over plain HTTP could be swapped in transit:
+        # every token would then verify.
+        raise InvalidValueError("uses plain http:// to a non-loopback host")
+    return str(value)
+
+
+# -- the settings -------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Validated, immutable cloudclients settings for one app.
 
     Build it with :meth:`from_mapping`; the constructor does no validation.
+    One attribute per ``CLOUDCLIENTS_*`` key (see the README's table).
     """
 
-    project: str
-    pubsub_emulator_host: str | None = None
-    storage_emulator_host: str | None = None
-    credentials_file: str | None = None
-    production: bool = False
-    publish_timeout: float = 30.0
-    batch_max_messages: int = 100
-    batch_max_bytes: int = 1_000_000
-    batch_max_latency: float = 0.01
-    enable_message_ordering: bool = False
-    storage_pool_size: int = 32
-    shutdown_timeout: float = 10.0
-    exit_handlers: bool = True
-    publish_confirm: str = "before_response"
+    project: str = _setting(
+        "PROJECT", "", _project, env="GOOGLE_CLOUD_PROJECT", shown="— (required)",
+        rule="a project **ID**: 6–30 of `a-z 0-9 -`, starting with a letter",
+        fix="use the project ID (6-30 characters: lowercase letters, digits and hyphens, starting with a "
+            "letter), not the project name or number",
+    )
+    pubsub_emulator_host: str | None = _setting(
+        "PUBSUB_EMULATOR_HOST", None, _pubsub_host, env="PUBSUB_EMULATOR_HOST", shown="unset",
+        rule="`HOST:PORT`, no scheme; set = Pub/Sub emulator mode",
+        fix="use HOST:PORT, for example 127.0.0.1:8085 (no scheme, no path)",
+    )
+    storage_emulator_host: str | None = _setting(
+        "STORAGE_EMULATOR_HOST", None, _storage_url, env="STORAGE_EMULATOR_HOST", shown="unset",
+        rule="`http(s)://HOST[:PORT]`; set = Storage emulator mode",
+        fix="use a URL with a scheme, for example http://127.0.0.1:9023",
+    )
+    credentials_file: str | None = _setting(
+        "CREDENTIALS_FILE", None, _credentials_file, env="GOOGLE_APPLICATION_CREDENTIALS", shown="unset (ADC)",
+        rule="a readable Google credentials JSON file",
+        fix="point it at a readable service-account or ADC JSON key file, or unset it to use Application "
+            "Default Credentials",
+    )
+    production: bool = _setting(
+        "PRODUCTION", False, _boolean, shown="`False`", rule="bool; `True` refuses any emulator host",
+        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+    )
+    publish_timeout: float = _setting(
+        "PUBLISH_TIMEOUT", 30.0, _seconds(0.0, 600.0, low_open=True), shown="`30`",
+        rule="seconds, > 0 and ≤ 600: total time a publish may take, retries included",
+        fix="set it to a number of seconds greater than 0 and at most 600",
+    )
+    batch_max_messages: int = _setting(
+        "BATCH_MAX_MESSAGES", 100, _whole(1, MAX_BATCH_MESSAGES), shown="`100`",
+        rule="1–1000 (the service's per-request limit)",
+        fix="set it to a whole number from 1 to 1000 (the Pub/Sub service's per-request limit)",
+    )
+    batch_max_bytes: int = _setting(
+        "BATCH_MAX_BYTES", 1_000_000, _whole(1, MAX_BATCH_BYTES), shown="`1000000`",
+        rule="1–10,000,000 (the service's per-request limit)",
+        fix="set it to a whole number from 1 to 10000000 (the Pub/Sub service's per-request limit)",
+    )
+    batch_max_latency: float = _setting(
+        "BATCH_MAX_LATENCY", 0.01, _seconds(0.0, 60.0), shown="`0.01`", rule="seconds, 0–60",
+        fix="set it to a number of seconds at least 0 and at most 60",
+    )
+    enable_message_ordering: bool = _setting(
+        "ENABLE_MESSAGE_ORDERING", False, _boolean, shown="`False`", rule="bool",
+        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+    )
+    storage_pool_size: int = _setting(
+        "STORAGE_POOL_SIZE", 32, _whole(1, 1024), shown="`32`",
+        rule="1–1024 HTTP connections (requests' default of 10 is too small for threaded workers)",
+        fix="set it to a whole number from 1 to 1024",
+    )
+    shutdown_timeout: float = _setting(
+        "SHUTDOWN_TIMEOUT", 10.0, _seconds(0.0, 600.0), shown="`10`",
+        rule="seconds, 0–600: how long closing waits for outstanding publishes",
+        fix="set it to a number of seconds at least 0 and at most 600",
+    )
+    exit_handlers: bool = _setting(
+        "EXIT_HANDLERS", True, _boolean, shown="`True`",
+        rule="bool: close (flush) the clients at interpreter exit and on SIGTERM",
+        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+    )
+    publish_confirm: str = _setting(
+        "PUBLISH_CONFIRM", "before_response", _one_of(*PUBLISH_CONFIRM_MODES), shown="`before_response`",
+        rule="`before_response` or `after_response`: when `cloudclients.publish()` is confirmed",
+        fix="set it to one of those",
+    )
     # Receiving side and operations (push endpoint, health checks): see docs/receiving.md.
-    push_audience: str | None = None
-    push_service_account: str | None = None
-    push_allow_unauthenticated: bool = False
-    push_certs_url: str = GOOGLE_CERTS_URL
-    health_timeout: float = 2.0
+    push_audience: str | None = _setting(
+        "PUSH_AUDIENCE", None, _word, shown="unset",
+        rule="one word, no spaces (usually the push endpoint's URL); set = every push must carry a "
+             "Google-signed OIDC token for this audience",
+        fix="set it to the audience your push subscription's OIDC token is issued for, usually the endpoint "
+            "URL (https://app.example.com/push)",
+    )
+    push_service_account: str | None = _setting(
+        "PUSH_SERVICE_ACCOUNT", None, _email, shown="unset",
+        rule="an email; the token must be issued to it; needs `PUSH_AUDIENCE`",
+        fix="set it to the push subscription's service-account email "
+            "(push@my-project.iam.gserviceaccount.com), or unset it",
+    )
+    push_allow_unauthenticated: bool = _setting(
+        "PUSH_ALLOW_UNAUTHENTICATED", False, _boolean, shown="`False`",
+        rule="bool; `True` accepts pushes without a token, refused unless a Pub/Sub emulator host is set",
+        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+    )
+    push_certs_url: str = _setting(
+        "PUSH_CERTS_URL", GOOGLE_CERTS_URL, _certs_url, shown=f"Google's `{GOOGLE_CERTS_URL}`",
+        rule="an `https://` URL (plain `http://` only to a loopback host, for tests)",
+        fix=f"leave it unset (Google's {GOOGLE_CERTS_URL}) or use an https:// URL (plain http:// only on a "
+            "loopback host, for tests)",
+    )
+    health_timeout: float = _setting(
+        "HEALTH_TIMEOUT", 2.0, _seconds(0.0, 30.0, low_open=True), shown="`2`",
+        rule="seconds, > 0 and ≤ 30: how long the health checks wait, all checks together",
+        fix="set it to a number of seconds greater than 0 and at most 30",
+    )
 
     @property
     def pubsub_emulator(self) -> bool:
@@ -105,9 +374,7 @@ class Settings:
         return data
 
     @classmethod
-    def from_mapping(
-        cls, config: Mapping[str, Any], environ: Mapping[str, str] | None = None
-    ) -> Settings:
+    def from_mapping(cls, config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate settings.
 
         :param config: usually ``app.config``; keys start with ``CLOUDCLIENTS_``.
@@ -116,344 +383,134 @@ class Settings:
             defaults to :data:`os.environ`.
         :raises ConfigError: for the first invalid, unknown or missing value.
         """
-        env = os.environ if environ is None else environ
-        r = _Reader(config, env)
-        r.reject_unknown_keys()
-
-        production = r.boolean("PRODUCTION", False)
-        pubsub_host = r.pubsub_host()
-        storage_host = r.storage_url()
-        if production and (pubsub_host or storage_host):
-            key, value, src = r.last_emulator_source()
-            raise ConfigError(
-                f"{key}={value!r} ({src}) configures an emulator, but "
-                f"{PREFIX}PRODUCTION=True declares this app a production deployment. "
-                f"Fix: unset {key} in production, or set {PREFIX}PRODUCTION=False "
-                "for local and test runs."
-            )
-
-        settings = cls(
-            project=r.project(),
-            pubsub_emulator_host=pubsub_host,
-            storage_emulator_host=storage_host,
-            credentials_file=r.credentials_file(
-                emulator_only=bool(pubsub_host and storage_host)
-            ),
-            production=production,
-            publish_timeout=r.number("PUBLISH_TIMEOUT", 30.0, low=0.0, low_open=True, high=600.0),
-            batch_max_messages=r.integer("BATCH_MAX_MESSAGES", 100, 1, MAX_BATCH_MESSAGES),
-            batch_max_bytes=r.integer("BATCH_MAX_BYTES", 1_000_000, 1, MAX_BATCH_BYTES),
-            batch_max_latency=r.number("BATCH_MAX_LATENCY", 0.01, low=0.0, high=60.0),
-            enable_message_ordering=r.boolean("ENABLE_MESSAGE_ORDERING", False),
-            storage_pool_size=r.integer("STORAGE_POOL_SIZE", 32, 1, 1024),
-            shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", 10.0, low=0.0, high=600.0),
-            exit_handlers=r.boolean("EXIT_HANDLERS", True),
-            publish_confirm=r.choice("PUBLISH_CONFIRM", "before_response", PUBLISH_CONFIRM_MODES),
-            **r.receiving(pubsub_emulator=pubsub_host is not None),
-        )
-        return settings
-
-
-KNOWN_KEYS = frozenset(
-    PREFIX + k
-    for k in (
-        "PROJECT",
-        "PUBSUB_EMULATOR_HOST",
-        "STORAGE_EMULATOR_HOST",
-        "CREDENTIALS_FILE",
-        "PRODUCTION",
-        "PUBLISH_TIMEOUT",
-        "BATCH_MAX_MESSAGES",
-        "BATCH_MAX_BYTES",
-        "BATCH_MAX_LATENCY",
-        "ENABLE_MESSAGE_ORDERING",
-        "STORAGE_POOL_SIZE",
-        "SHUTDOWN_TIMEOUT",
-        "EXIT_HANDLERS",
-        "PUBLISH_CONFIRM",
-        "PUSH_AUDIENCE",
-        "PUSH_SERVICE_ACCOUNT",
-        "PUSH_ALLOW_UNAUTHENTICATED",
-        "PUSH_CERTS_URL",
-        "HEALTH_TIMEOUT",
-    )
-)
-
-#: Values of ``CLOUDCLIENTS_PUBLISH_CONFIRM`` (see :func:`cloudclients.publish`).
-PUBLISH_CONFIRM_MODES = ("before_response", "after_response")
-
-
-class _Reader:
-    """Looks values up with their provenance, so errors can say where a value came from."""
-
-    def __init__(self, config: Mapping[str, Any], env: Mapping[str, str]) -> None:
-        self._config = config
-        self._env = env
-        self._emulator_sources: list[tuple[str, str, str]] = []
-
-    # -- lookup -------------------------------------------------------------
-
-    def _get(self, name: str, env_key: str | None = None) -> tuple[str, Any, str] | None:
-        key = PREFIX + name
-        value = self._config.get(key)
-        if value is not None and value != "":
-            return key, value, "from app.config"
-        if env_key is not None:
-            env_value = self._env.get(env_key)
-            if env_value:
-                return env_key, env_value, f"from the environment; {key} is not set"
-        return None
-
-    def reject_unknown_keys(self) -> None:
-        for key in self._config:
-            if isinstance(key, str) and key.startswith(PREFIX) and key not in KNOWN_KEYS:
-                close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
-                hint = f"did you mean {close[0]}?" if close else (
-                    "known keys: " + ", ".join(sorted(KNOWN_KEYS))
-                )
-                raise ConfigError(
-                    f"{key}={self._config[key]!r} (from app.config) is not a cloudclients "
-                    f"setting. Fix: remove it or rename it; {hint}"
-                )
-
-    # -- typed readers ----------------------------------------------------
-
-    def boolean(self, name: str, default: bool) -> bool:
-        found = self._get(name)
-        if found is None:
-            return default
-        key, value, src = found
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(
-            f"{key}={value!r} ({src}) is not a boolean. Fix: use True or False "
-            "(strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)."
-        )
-
-    def number(
-        self,
-        name: str,
-        default: float,
-        *,
-        low: float,
-        high: float,
-        low_open: bool = False,
-    ) -> float:
-        found = self._get(name)
-        if found is None:
-            return default
-        key, value, src = found
-        parsed: float | None = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parsed = float(value)
-        elif isinstance(value, str):
-            try:
-                parsed = float(value.strip())
-            except ValueError:
-                parsed = None
-        bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
-        rule = f"a number of seconds {bound} and at most {high:g}"
-        if parsed is None or math.isnan(parsed):
-            raise ConfigError(f"{key}={value!r} ({src}) is not a number. Fix: set it to {rule}.")
-        if parsed < low or (low_open and parsed == low) or parsed > high:
-            raise ConfigError(f"{key}={value!r} ({src}) is out of range. Fix: set it to {rule}.")
-        return parsed
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        found = self._get(name)
-        if found is None:
-            return default
-        key, value, src = found
-        if isinstance(value, str) and value.strip().lower() in choices:
-            return value.strip().lower()
-        close = difflib.get_close_matches(str(value).strip().lower(), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{key}={value!r} ({src}) is not one of {', '.join(map(repr, choices))}{hint}. "
-            f"Fix: set it to one of those."
-        )
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        found = self._get(name)
-        if found is None:
-            return default
-        key, value, src = found
-        parsed: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            parsed = value
-        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            parsed = int(value)
-        rule = f"a whole number from {low} to {high}"
-        if parsed is None:
-            raise ConfigError(f"{key}={value!r} ({src}) is not a whole number. Fix: set it to {rule}.")
-        if not low <= parsed <= high:
-            raise ConfigError(
-                f"{key}={value!r} ({src}) is out of range. Fix: set it to {rule}"
-                + (" (the Pub/Sub service's per-request limit)." if "BATCH" in key else ".")
-            )
-        return parsed
-
-    # -- specific settings ------------------------------------------------
-
-    def project(self) -> str:
-        found = self._get("PROJECT", "GOOGLE_CLOUD_PROJECT")
-        if found is None:
+        reader = _Reader(config, os.environ if environ is None else environ)
+        reader.refuse_unknown_keys()
+        values: dict[str, Any] = {}
+        for name, spec in _specs():
+            source = reader.lookup(name, spec)
+            if source is not None and not _ignored(name, source, values):
+                values[name] = source.parse(spec)
+        if "project" not in values:
             raise ConfigError(
                 f"No Google Cloud project configured: {PREFIX}PROJECT is not set in "
                 "app.config and GOOGLE_CLOUD_PROJECT is not set in the environment. "
                 f"Fix: set app.config['{PREFIX}PROJECT'] = 'your-project-id'."
             )
-        key, value, src = found
-        if not isinstance(value, str) or not _PROJECT_RE.match(value):
-            raise ConfigError(
-                f"{key}={value!r} ({src}) is not a valid project ID. Fix: use the "
-                "project ID (6-30 characters: lowercase letters, digits and hyphens, "
-                "starting with a letter), not the project name or number."
-            )
-        return value
+        for rule in _RULES:
+            rule(values, reader.sources)
+        return cls(**values)
 
-    def pubsub_host(self) -> str | None:
-        found = self._get("PUBSUB_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")
-        if found is None:
-            return None
-        key, value, src = found
-        fix = "Fix: use HOST:PORT, for example 127.0.0.1:8085 (no scheme, no path)."
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} ({src}) is not a string. {fix}")
-        host, sep, port = value.rpartition(":")
-        if "://" in value or "/" in value:
-            raise ConfigError(f"{key}={value!r} ({src}) must not contain a scheme or path. {fix}")
-        if not sep or not host or not _HOST_RE.match(host):
-            raise ConfigError(f"{key}={value!r} ({src}) has no port. {fix}")
-        _check_port(key, value, src, port, fix)
-        self._emulator_sources.append((key, value, src))
-        return value
+    @staticmethod
+    def table() -> str:
+        """The configuration table (Markdown) rendered from the settings' declarations:
+        key, environment fallback, default and rule of every ``CLOUDCLIENTS_*`` key."""
+        return _table()
 
-    def storage_url(self) -> str | None:
-        found = self._get("STORAGE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
-        if found is None:
-            return None
-        key, value, src = found
-        fix = "Fix: use a URL with a scheme, for example http://127.0.0.1:9023."
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} ({src}) is not a string. {fix}")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or "://" not in value:
-            raise ConfigError(f"{key}={value!r} ({src}) has no http:// or https:// scheme. {fix}")
+
+def _specs() -> Iterator[tuple[str, Spec]]:
+    for f in dataclasses.fields(Settings):
+        yield f.name, f.metadata["spec"]
+
+
+KNOWN_KEYS = frozenset(spec.key for _, spec in _specs())
+
+
+def _table() -> str:
+    lines = ["| key | environment fallback | default | rule |", "|---|---|---|---|"]
+    for _, spec in _specs():
+        env = f"`{spec.env}`" if spec.env else "—"
+        lines.append(f"| `{spec.key}` | {env} | {spec.shown_default} | {spec.rule} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """A raw value and where it came from, so that errors can say so."""
+
+    key: str
+    value: Any
+    origin: str
+
+    def error(self, problem: str, fix: str) -> ConfigError:
+        return ConfigError(f"{self.key}={self.value!r} ({self.origin}) {problem}. Fix: {fix}.")
+
+    def parse(self, spec: Spec) -> Any:
         try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1 or parts.path not in ("", "/") or parts.query:
-            raise ConfigError(f"{key}={value!r} ({src}) is not a plain scheme://host[:port] URL. {fix}")
-        self._emulator_sources.append((key, value, src))
-        return value.rstrip("/")
+            return spec.parse(self.value)
+        except InvalidValueError as exc:
+            raise self.error(exc.problem, exc.fix or spec.fix) from None
 
-    def receiving(self, *, pubsub_emulator: bool) -> dict[str, Any]:
-        """The push-endpoint and health settings, checked against each other."""
-        audience = self._text("PUSH_AUDIENCE", "the audience your push subscription's OIDC token is "
-                              "issued for, usually the endpoint URL (https://app.example.com/push)")
-        account = self._text("PUSH_SERVICE_ACCOUNT", "the service-account email the push subscription "
-                             "signs with (push@my-project.iam.gserviceaccount.com)")
-        if account is not None and not _EMAIL_RE.match(account):
-            raise ConfigError(
-                f"{PREFIX}PUSH_SERVICE_ACCOUNT={account!r} (from app.config) is not an email address. "
-                "Fix: set it to the push subscription's service-account email, or unset it."
-            )
-        if account is not None and audience is None:
-            raise ConfigError(
-                f"{PREFIX}PUSH_SERVICE_ACCOUNT={account!r} (from app.config) is set but "
-                f"{PREFIX}PUSH_AUDIENCE is not, so no token would be verified. Fix: set "
-                f"{PREFIX}PUSH_AUDIENCE too (the audience of the push subscription's OIDC token)."
-            )
-        allow = self.boolean("PUSH_ALLOW_UNAUTHENTICATED", False)
-        if allow and not pubsub_emulator:
-            raise ConfigError(
-                f"{PREFIX}PUSH_ALLOW_UNAUTHENTICATED=True (from app.config) accepts pushes without a "
-                "token, which is only allowed against the Pub/Sub emulator (it cannot sign tokens), "
-                f"and no emulator is configured. Fix: set {PREFIX}PUSH_AUDIENCE to verify tokens, or "
-                f"set {PREFIX}PUBSUB_EMULATOR_HOST for local runs."
-            )
-        return {
-            "push_audience": audience,
-            "push_service_account": account,
-            "push_allow_unauthenticated": allow,
-            "push_certs_url": self._certs_url(),
-            "health_timeout": self.number("HEALTH_TIMEOUT", 2.0, low=0.0, low_open=True, high=30.0),
-        }
 
-    def _text(self, name: str, what: str) -> str | None:
-        found = self._get(name)
-        if found is None:
-            return None
-        key, value, src = found
-        if not isinstance(value, str) or not value or re.search(r"\s", value):
-            raise ConfigError(
-                f"{key}={value!r} ({src}) is not a single word without spaces. Fix: set it to {what}."
-            )
-        return value
+class _Reader:
+    def __init__(self, config: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self._config = config
+        self._env = env
+        #: The sources read, by field name (for rules between settings).
+        self.sources: dict[str, _Source] = {}
 
-    def _certs_url(self) -> str:
-        found = self._get("PUSH_CERTS_URL")
-        if found is None:
-            return GOOGLE_CERTS_URL
-        key, value, src = found
-        fix = (f"Fix: leave it unset (Google's {GOOGLE_CERTS_URL}) or use an https:// URL "
-               "(plain http:// only on a loopback host, for tests).")
-        parts = urlsplit(value) if isinstance(value, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{key}={value!r} ({src}) is not an http(s) URL. {fix}")
-        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-            # Signing keys fetched over plain HTTP could be swapped in transit:
-            # every token would then verify.
-            raise ConfigError(f"{key}={value!r} ({src}) uses plain http:// to a non-loopback host. {fix}")
-        return str(value)
-
-    def last_emulator_source(self) -> tuple[str, str, str]:
-        return self._emulator_sources[-1]
-
-    def credentials_file(self, *, emulator_only: bool) -> str | None:
-        found = self._get("CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
-        if found is None:
-            return None
-        key, value, src = found
-        if emulator_only and key.startswith("GOOGLE_"):
-            # Every client talks to an emulator: ADC is never consulted, so an
-            # ambient GOOGLE_APPLICATION_CREDENTIALS must not break local runs.
-            return None
-        fix = (
-            "Fix: point it at a readable service-account or ADC JSON key file, "
-            "or unset it to use Application Default Credentials."
-        )
-        if not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"{key}={value!r} ({src}) is not a path. {fix}")
-        path = os.fspath(value)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            # exc.strerror only (never the file contents).
-            raise ConfigError(f"{key}={path!r} ({src}) cannot be read: {exc.strerror}. {fix}") from None
-        try:
-            info = json.loads(text)
-        except ValueError:
-            # Deliberately no detail: JSON errors quote the text around the fault,
-            # and this file holds a private key.
-            raise ConfigError(f"{key}={path!r} ({src}) is not valid JSON. {fix}") from None
-        if not isinstance(info, dict) or not isinstance(info.get("type"), str):
-            raise ConfigError(f"{key}={path!r} ({src}) has no 'type' field; it is not a Google credentials file. {fix}")
-        if info["type"] == "service_account":
-            missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
-            if missing:
+    def refuse_unknown_keys(self) -> None:
+        for key in self._config:
+            if isinstance(key, str) and key.startswith(PREFIX) and key not in KNOWN_KEYS:
+                close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+                hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(sorted(KNOWN_KEYS))
                 raise ConfigError(
-                    f"{key}={path!r} ({src}) is a service-account key without "
-                    + ", ".join(missing) + f". {fix}"
+                    f"{key}={self._config[key]!r} (from app.config) is not a cloudclients "
+                    f"setting. Fix: remove it or rename it; {hint}"
                 )
-        return path
+
+    def lookup(self, name: str, spec: Spec) -> _Source | None:
+        source: _Source | None = None
+        value = self._config.get(spec.key)
+        if value is not None and value != "":
+            source = _Source(spec.key, value, "from app.config")
+        elif spec.env is not None and self._env.get(spec.env):
+            source = _Source(spec.env, self._env[spec.env], f"from the environment; {spec.key} is not set")
+        if source is not None:
+            self.sources[name] = source
+        return source
 
 
-def _check_port(key: str, value: str, src: str, port: str, fix: str) -> None:
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{key}={value!r} ({src}) has an invalid port {port!r}. {fix}")
+def _ignored(name: str, source: _Source, earlier: Mapping[str, Any]) -> bool:
+    # Every client talks to an emulator: ADC is never consulted, so an ambient
+    # GOOGLE_APPLICATION_CREDENTIALS must not break local runs.
+    return (name == "credentials_file" and source.key.startswith("GOOGLE_")
+            and bool(earlier.get("pubsub_emulator_host")) and bool(earlier.get("storage_emulator_host")))
+
+
+# -- rules between settings --------------------------------------------------------------------
+
+Rule = Callable[[Mapping[str, Any], Mapping[str, _Source]], None]
+
+
+def _no_emulator_in_production(values: Mapping[str, Any], sources: Mapping[str, _Source]) -> None:
+    if not values.get("production"):
+        return
+    for name in ("storage_emulator_host", "pubsub_emulator_host"):
+        if values.get(name):
+            raise sources[name].error(
+                f"configures an emulator, but {PREFIX}PRODUCTION=True declares this app a production deployment",
+                f"unset {sources[name].key} in production, or set {PREFIX}PRODUCTION=False for local and test runs",
+            )
+
+
+def _account_needs_audience(values: Mapping[str, Any], sources: Mapping[str, _Source]) -> None:
+    if values.get("push_service_account") and not values.get("push_audience"):
+        raise sources["push_service_account"].error(
+            f"is set but {PREFIX}PUSH_AUDIENCE is not, so no token would be verified",
+            f"set {PREFIX}PUSH_AUDIENCE too (the audience of the push subscription's OIDC token)",
+        )
+
+
+def _unauthenticated_only_with_emulator(values: Mapping[str, Any], sources: Mapping[str, _Source]) -> None:
+    if values.get("push_allow_unauthenticated") and not values.get("pubsub_emulator_host"):
+        raise sources["push_allow_unauthenticated"].error(
+            "accepts pushes without a token, which is only allowed against the Pub/Sub emulator (it cannot sign "
+            "tokens), and no emulator is configured",
+            f"set {PREFIX}PUSH_AUDIENCE to verify tokens, or set {PREFIX}PUBSUB_EMULATOR_HOST for local runs",
+        )
+
+
+_RULES: tuple[Rule, ...] = (_no_emulator_in_production, _account_needs_audience, _unauthenticated_only_with_emulator)

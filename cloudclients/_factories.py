@@ -18,8 +18,8 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, cast
 
 import google.auth
 import grpc
@@ -39,9 +39,9 @@ from ._forkgate import GATE, ensure_fork_hooks
 from ._gevent import prepare_grpc
 
 __all__ = [
+    "ClientSpec",
     "TrackingPublisher",
-    "builtin_factories",
-    "builtin_pings",
+    "builtin_clients",
     "grpc_unusable_after_fork",
     "start_streaming_pull",
 ]
@@ -378,23 +378,6 @@ def close_storage(client: storage.Client, timeout: float) -> None:
     client.close()
 
 
-def publisher_metrics(client: TrackingPublisher) -> dict[str, int]:
-    """Counters for :meth:`ClientRegistry.stats`: publishes confirmed, failed, outstanding."""
-    return client.metrics()
-
-
-Builtin = tuple[Callable[[], Any], Callable[[Any, float], None], Callable[[Any], dict[str, int]] | None]
-
-
-def builtin_factories(settings: Settings) -> dict[str, Builtin]:
-    """Return ``{kind: (factory, closer, metrics)}`` for the three built-in clients."""
-    return {
-        "publisher": (lambda: build_publisher(settings), close_publisher, publisher_metrics),
-        "subscriber": (lambda: build_subscriber(settings), close_subscriber, None),
-        "storage": (lambda: build_storage(settings), close_storage, None),
-    }
-
-
 # -- health pings (ClientRegistry.ping) ----------------------------------------------
 #
 # One cheap, read-only request per client, without retries, bounded by the
@@ -422,10 +405,29 @@ def _ping_storage(client: Any, timeout: float) -> None:
         next(iter(client.list_buckets(max_results=1, page_size=1, retry=None, timeout=timeout).pages), None)
 
 
-def builtin_pings(settings: Settings) -> dict[str, Callable[[Any, float], None]]:
-    """Return ``{kind: ping(client, timeout)}`` for the three built-in clients."""
+# -- the built-in set ----------------------------------------------------------------
+
+
+class ClientSpec(NamedTuple):
+    """What :meth:`cloudclients.ClientRegistry.from_settings` registers for one kind."""
+
+    factory: Callable[[], Any]
+    close: Callable[[Any, float], None]
+    metrics: Callable[[Any], Mapping[str, int]] | None
+    ping: Callable[[Any, float], None]
+
+
+def publisher_metrics(client: TrackingPublisher) -> dict[str, int]:
+    """Counters for the registry's stats: publishes confirmed, failed, outstanding."""
+    return client.metrics()
+
+
+def builtin_clients(settings: Settings) -> dict[str, ClientSpec]:
+    """Return ``{kind: ClientSpec}`` for the publisher, the subscriber and the Storage client."""
     return {
-        "publisher": _ping_pubsub(settings, "list_topics"),
-        "subscriber": _ping_pubsub(settings, "list_subscriptions"),
-        "storage": _ping_storage,
+        "publisher": ClientSpec(lambda: build_publisher(settings), close_publisher, publisher_metrics,
+                                _ping_pubsub(settings, "list_topics")),
+        "subscriber": ClientSpec(lambda: build_subscriber(settings), close_subscriber, None,
+                                 _ping_pubsub(settings, "list_subscriptions")),
+        "storage": ClientSpec(lambda: build_storage(settings), close_storage, None, _ping_storage),
     }

@@ -31,9 +31,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from ._flask import CloudClients
 from ._registry import PingResult
-from ._subscriber import subscriptions
+from ._state import app_state
 
 __all__ = ["health_blueprint", "health_report"]
 
@@ -45,11 +44,11 @@ def health_report(checks: Sequence[str] | None = None, timeout: float | None = N
     :param timeout: seconds for all checks (default: ``CLOUDCLIENTS_HEALTH_TIMEOUT``).
     :raises RuntimeError: outside an app context.
     """
-    state = CloudClients.get_state()
+    state = app_state(what="cloudclients.health_report()")
     results: dict[str, PingResult] = state.registry.ping(
         timeout=state.settings.health_timeout if timeout is None else timeout, names=checks
     )
-    for sub in subscriptions():
+    for sub in state.subscriptions:
         stats = sub.stats()
         results[f"background:{sub.subscription}"] = {"ok": stats["error"] is None, "ms": 0.0, "error": stats["error"]}
     ok = all(r["ok"] for r in results.values())

@@ -29,6 +29,8 @@ from typing import Any
 
 import requests
 
+from ._fork import ProcessBound
+
 __all__ = ["GOOGLE_ISSUERS", "CertsUnavailableError", "OidcVerifier", "TokenRejectedError"]
 
 log = logging.getLogger("cloudclients")
@@ -74,11 +76,11 @@ class _Certs:
     fetched: float
 
 
-class OidcVerifier:
+class OidcVerifier(ProcessBound):
     """Verifies Google ID tokens against a cached set of signing certificates.
 
-    Thread-safe; one per app. Holds no connection between fetches (a fork
-    copies nothing that could be shared with the parent).
+    Thread-safe; one per app. Holds no connection between fetches; in a forked
+    child it keeps the cached certificates (plain data) and gets a fresh lock.
 
     :param certs_url: where the ``{key id: PEM certificate}`` JSON lives.
     :param refetch_interval: minimum seconds between two fetches caused by a
@@ -87,6 +89,7 @@ class OidcVerifier:
     """
 
     def __init__(self, certs_url: str, *, refetch_interval: float = REFETCH_INTERVAL) -> None:
+        super().__init__()
         self.certs_url = certs_url
         self.refetch_interval = refetch_interval
         self._certs: _Certs | None = None
@@ -107,6 +110,7 @@ class OidcVerifier:
         from google.auth import exceptions as auth_exceptions
         from google.auth import jwt
 
+        self._checkpid()
         try:
             header = jwt.decode_header(token)  # type: ignore[no-untyped-call]
             payload = jwt.decode(token, verify=False)  # type: ignore[no-untyped-call]
@@ -178,6 +182,15 @@ class OidcVerifier:
             self._certs = _Certs(by_kid=dict(body), expires=now + ttl, fetched=now)
             log.debug("cloudclients: fetched %d push certificate(s), cached for %.0f s", len(body), ttl)
             return self._certs
+
+
+    # -- fork handling (see _fork) ---------------------------------------------------
+
+    def _fork_locks(self) -> list[threading.Lock]:
+        return [self._lock]
+
+    def _forget_parent(self, parent_pid: int, hooks_ran: bool) -> None:
+        self._lock = threading.Lock()  # may be held by a parent thread fetching certificates
 
 
 def _max_age(cache_control: str) -> float:

@@ -28,17 +28,19 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from flask import Flask, Response, current_app, has_request_context
-from flask.globals import _cv_app
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context
 from werkzeug.exceptions import ServiceUnavailable
 
 from ._config import Settings
+from ._names import resolve_topic
+from ._state import app_state
 
-__all__ = ["PublishError", "PublishFailure", "confirm_publishes", "publish"]
+__all__ = ["PublishError", "PublishFailure", "after_request", "confirm_publishes", "publish", "teardown"]
 
 log = logging.getLogger("cloudclients")
 
-_G_KEY = "_cloudclients_publishes"
+#: The request's publishes: cloudclients' one attribute on ``g``.
+_G_KEY = "_cloudclients"
 
 #: Extra wait on top of the publish timeout before a future counts as lost: the
 #: client's own deadline covers the RPC, this covers the batch latency and the
@@ -103,15 +105,12 @@ def publish(topic: str, data: bytes | str, *, ordering_key: str = "", **attribut
     :raises ValueError: for a malformed topic name.
     :raises TypeError: for non-bytes, non-str data.
     """
-    ctx = _cv_app.get(None)
-    if ctx is None:
+    if not has_app_context():
         raise RuntimeError(
             "cloudclients.publish() needs a Flask application context: call it inside a view, "
             "a CLI command or a `with app.app_context():` block."
         )
-    from ._flask import _state, get_publisher  # circular at import time only
-
-    state = _state(ctx.app)
+    state = app_state()
     name = resolve_topic(topic, state.settings.project)
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -120,32 +119,17 @@ def publish(topic: str, data: bytes | str, *, ordering_key: str = "", **attribut
             f"cloudclients.publish() data must be bytes or str, not {type(data).__name__}. "
             "Fix: serialise it first, e.g. json.dumps(obj)."
         )
-    future: Future[str] = get_publisher().publish(name, data, ordering_key=ordering_key, **attributes)
+    future: Future[str] = state.registry.get("publisher").publish(name, data, ordering_key=ordering_key, **attributes)
     tracked = _Tracked(future, name, dict(attributes))
     if has_request_context() and state.settings.publish_confirm == "before_response":
-        g_ns = ctx.g.__dict__
-        bucket: _RequestPublishes | None = g_ns.get(_G_KEY)
+        bucket: _RequestPublishes | None = g.get(_G_KEY)
         if bucket is None:
-            bucket = g_ns[_G_KEY] = _RequestPublishes()
+            bucket = _RequestPublishes()
+            setattr(g, _G_KEY, bucket)
         bucket.pending.append(tracked)
     else:
         future.add_done_callback(lambda f: _log_if_failed(tracked))
     return future
-
-
-def resolve_topic(topic: str, project: str) -> str:
-    """Return the full topic name for *topic* (short names use *project*)."""
-    if not isinstance(topic, str) or not topic:
-        raise ValueError(f"topic={topic!r} is not a topic name. Fix: pass 'my-topic' or 'projects/P/topics/my-topic'.")
-    if "/" not in topic:
-        return f"projects/{project}/topics/{topic}"
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not parts[1] or not parts[3]:
-        raise ValueError(
-            f"topic={topic!r} is not a topic name. Fix: pass a short name ('my-topic', "
-            "resolved against CLOUDCLIENTS_PROJECT) or 'projects/P/topics/my-topic'."
-        )
-    return topic
 
 
 def confirm_publishes(timeout: float | None = None) -> list[str]:
@@ -157,14 +141,12 @@ def confirm_publishes(timeout: float | None = None) -> list[str]:
     :param timeout: seconds; default the publish timeout plus a short grace.
     :raises PublishError: if any of them failed or did not finish in time.
     """
-    ctx = _cv_app.get(None)
-    bucket: _RequestPublishes | None = ctx.g.__dict__.get(_G_KEY) if ctx is not None else None
-    if ctx is None or bucket is None:
+    if not has_app_context():
         return []
-    from ._flask import _state
-
-    settings = _state(ctx.app).settings
-    return _confirm(bucket, settings, timeout)
+    bucket: _RequestPublishes | None = g.get(_G_KEY)
+    if bucket is None:
+        return []
+    return _confirm(bucket, app_state().settings, timeout)
 
 
 def _confirm(bucket: _RequestPublishes, settings: Settings, timeout: float | None) -> list[str]:
@@ -194,18 +176,16 @@ def _confirm(bucket: _RequestPublishes, settings: Settings, timeout: float | Non
     return ids
 
 
-def _after_request(response: Response) -> Response:
-    # Registered by CloudClients.init_app. Only requests that published pay.
-    ctx = _cv_app.get(None)
-    if ctx is None:
-        return response
-    bucket: _RequestPublishes | None = ctx.g.__dict__.get(_G_KEY)
+def after_request(response: Response) -> Response:
+    """``after_request`` hook (registered by ``init_app``): confirm the request's publishes.
+
+    Only requests that published pay for it.
+    """
+    bucket: _RequestPublishes | None = g.get(_G_KEY)
     if bucket is None:
         return response
-    from ._flask import _state
-
     try:
-        _confirm(bucket, _state(ctx.app).settings, None)
+        _confirm(bucket, app_state().settings, None)
     except PublishError as exc:
         # Through the app's error handling, so @app.errorhandler(PublishError)
         # (or a 503 handler) shapes the answer; unhandled, it is a plain 503.
@@ -214,12 +194,14 @@ def _after_request(response: Response) -> Response:
     return response
 
 
-def _teardown(exc: BaseException | None) -> None:
-    # A request that ended in an unhandled exception never reached
-    # after_request: its publishes still get their outcome logged.
+def teardown(exc: BaseException | None) -> None:
+    """``teardown_appcontext`` hook (registered by ``init_app``); never raises.
+
+    A request that ended in an unhandled exception never reached
+    ``after_request``: its publishes still get their outcome logged.
+    """
     try:
-        ctx = _cv_app.get(None)
-        bucket: _RequestPublishes | None = ctx.g.__dict__.pop(_G_KEY, None) if ctx is not None else None
+        bucket: _RequestPublishes | None = g.pop(_G_KEY, None)
         if bucket is not None:
             for tracked in bucket.pending:
                 if not tracked.confirmed:

@@ -38,17 +38,15 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
-from flask import Flask, Response, current_app, jsonify, make_response, request
+from flask import Response, jsonify, make_response, request
 
-from ._flask import CloudClients
 from ._message import EnvelopeError, parse_push_envelope
-from ._oidc import CertsUnavailableError, OidcVerifier, TokenRejectedError
+from ._oidc import CertsUnavailableError, TokenRejectedError
+from ._state import app_state
 
 __all__ = ["push_endpoint"]
 
 log = logging.getLogger("cloudclients")
-
-_STATE_KEY = "cloudclients.push"
 
 PushView = Callable[..., Any]
 F = TypeVar("F", bound=PushView)
@@ -109,8 +107,8 @@ def push_endpoint(
 
 def _authenticate(audience: str | None, service_account: str | None) -> Response | None:
     """Return an error response, or ``None`` when the request may proceed."""
-    app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-    settings = CloudClients.get_settings(app)
+    state = app_state(what="@push_endpoint")
+    settings = state.settings
     audience = audience or settings.push_audience
     account = service_account or settings.push_service_account
     header = request.headers.get("Authorization", "")
@@ -130,7 +128,7 @@ def _authenticate(audience: str | None, service_account: str | None) -> Response
     if scheme.lower() != "bearer" or not token.strip():
         return _reject(TokenRejectedError(401, "the Authorization header is not 'Bearer <token>'"))
     try:
-        _verifier(app, settings.push_certs_url).verify(token.strip(), audience=audience, service_account=account)
+        state.verifier.verify(token.strip(), audience=audience, service_account=account)
     except TokenRejectedError as exc:
         return _reject(exc)
     except CertsUnavailableError as exc:
@@ -138,14 +136,6 @@ def _authenticate(audience: str | None, service_account: str | None) -> Response
                   request.path, exc)
         return _error(503, "token verification unavailable", "the signing certificates could not be fetched")
     return None
-
-
-def _verifier(app: Flask, certs_url: str) -> OidcVerifier:
-    # One per app and process: it only caches certificates (no connection).
-    verifier = app.extensions.get(_STATE_KEY)
-    if not isinstance(verifier, OidcVerifier) or verifier.certs_url != certs_url:
-        verifier = app.extensions[_STATE_KEY] = OidcVerifier(certs_url)
-    return verifier
 
 
 def _reject(exc: TokenRejectedError) -> Response:

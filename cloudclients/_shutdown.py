@@ -5,9 +5,10 @@ that exits (or is terminated) with messages still batched silently loses them.
 This module closes registries — which stops each publisher once and waits for
 every outstanding publish — when the process ends.
 
-* ``atexit``: one module-level hook over a WeakSet of registries (hooks cannot
-  be unregistered, so never one per registry). gunicorn workers leave through
-  ``sys.exit`` and run it.
+* ``atexit``: one module-level hook (hooks cannot be unregistered, so never
+  one per registry) that closes every registry of this process that built a
+  client and asked to be closed at exit (``registry.close_at_exit``), each with
+  its own ``close_timeout``. gunicorn workers leave through ``sys.exit`` and run it.
 * SIGTERM: installed only from the main thread and only over the default
   handler or a Python callable (never over ``SIG_IGN`` or a C-level handler we
   could not call). It flushes, then *chains*: it calls the previous Python
@@ -24,17 +25,15 @@ import logging
 import os
 import signal
 import threading
-import weakref
 from types import FrameType
 from typing import Any
 
-from ._registry import ClientRegistry
+from ._registry import Registry, live_registries
 
 __all__ = ["close_all", "gunicorn_worker_exit", "install_exit_handlers"]
 
 log = logging.getLogger("cloudclients")
 
-_TIMEOUTS: weakref.WeakKeyDictionary[ClientRegistry, float] = weakref.WeakKeyDictionary()
 
 class _Sigterm:
     """Whether our SIGTERM handler is installed, and the handler it chains to."""
@@ -43,10 +42,15 @@ class _Sigterm:
     previous: Any = None
 
 
-def install_exit_handlers(registry: ClientRegistry, timeout: float) -> None:
-    """Close *registry* (waiting up to *timeout* seconds) when the process exits
-    or receives SIGTERM. Safe to call more than once."""
-    _TIMEOUTS[registry] = timeout
+def install_exit_handlers(registry: Registry, timeout: float | None = None) -> None:
+    """Close *registry* when the process exits or receives SIGTERM. Safe to call more than once.
+
+    :param timeout: seconds the close may take (sets ``registry.close_timeout``);
+        default: keep the registry's (``CLOUDCLIENTS_SHUTDOWN_TIMEOUT`` for an app's).
+    """
+    registry.close_at_exit = True
+    if timeout is not None:
+        registry.close_timeout = timeout
     if _Sigterm.installed or threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
@@ -61,12 +65,14 @@ def install_exit_handlers(registry: ClientRegistry, timeout: float) -> None:
 def close_all(timeout: float | None = None) -> None:
     """Close every registry with exit handlers in this process (flushing publishers).
 
-    :param timeout: seconds per registry; default: each registry's configured
-        ``CLOUDCLIENTS_SHUTDOWN_TIMEOUT``. Never raises.
+    :param timeout: seconds per registry; default: each registry's ``close_timeout``
+        (``CLOUDCLIENTS_SHUTDOWN_TIMEOUT`` for an app's). Never raises.
     """
-    for registry, configured in list(_TIMEOUTS.items()):
+    for registry in live_registries():
+        if not registry.close_at_exit:
+            continue
         try:
-            registry.close(timeout=configured if timeout is None else timeout)
+            registry.close(timeout=timeout)
         except Exception:  # close() never raises; belt and braces at exit
             log.error("cloudclients: closing registry %r failed", registry.name, exc_info=True)
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import pytest
 
+from ._clients import ClientRegistry
 from ._config import Settings
 from ._emulators import (
     EmulatorNotInstalledError,
@@ -48,7 +49,6 @@ from ._emulators import (
     start_pubsub_emulator,
     start_storage_emulator,
 )
-from ._registry import ClientRegistry
 
 __all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from flask.globals import _cv_app, _cv_request
+from flask import has_app_context, has_request_context
 
 _EMULATOR_ENV = (
     "PUBSUB_EMULATOR_HOST",
@@ -24,8 +24,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in _EMULATOR_ENV:
         monkeypatch.delenv(key, raising=False)
     yield
-    leaked_app, leaked_request = _cv_app.get(None), _cv_request.get(None)
-    assert leaked_app is None and leaked_request is None, "a test leaked a Flask context"
+    assert not has_app_context() and not has_request_context(), "a test leaked a Flask context"
 
 
 @pytest.fixture
