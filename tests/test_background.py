@@ -23,16 +23,8 @@ from flask import Flask, current_app
 import cloudclients
 from cloudclients import BackgroundSubscription, ClientRegistry, CloudClients, ReceivedMessage
 from cloudclients.testing import TEST_PROJECT, TopicHandle, pull_messages
+from tests.helpers import wait_for
 from tests.servers import gunicorn
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

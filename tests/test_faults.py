@@ -18,17 +18,11 @@ import pytest
 from cloudclients import ClientRegistry, Settings
 from cloudclients._emulators import start_pubsub_emulator
 from cloudclients.testing import TEST_PROJECT, TopicHandle, pull_messages
+from tests.helpers import wait_for
 from tests.servers import Load, Outcome, gunicorn
 
 pytestmark = [pytest.mark.slow, pytest.mark.fork]
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def ok(outcomes: list[Outcome]) -> list[Outcome]:
@@ -51,7 +45,7 @@ def test_sigterm_under_load_loses_no_acknowledged_publish(
     }
     with gunicorn(["--preload", "-w", "4", "--threads", "4"], env) as server, \
             Load(f"{server.url}/track?topic={quote(pubsub_topic.topic)}", threads=12) as load:
-        wait_for(lambda: len(ok(load.snapshot())) >= 150, 20, "150 acknowledged publishes")
+        assert wait_for(lambda: len(ok(load.snapshot())) >= 150, 20), "150 acknowledged publishes"
         signalled = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)
         returncode = server.process.wait(30)
@@ -78,12 +72,12 @@ def test_sigkilled_worker_is_replaced_with_fresh_clients(
             def pids() -> set[int]:
                 return {json.loads(o.reply)["pid"] for o in ok(load.snapshot())}
 
-            wait_for(lambda: len(pids()) == 2, 20, "both workers to serve")
+            assert wait_for(lambda: len(pids()) == 2, 20), "both workers to serve"
             before = pids()
             victim = min(before)
             killed = time.monotonic()
             os.kill(victim, signal.SIGKILL)
-            wait_for(lambda: len(pids() - before) > 0, 10, "a replacement worker to serve")
+            assert wait_for(lambda: len(pids() - before) > 0, 10), "a replacement worker to serve"
         replies = [(o, json.loads(o.reply)) for o in ok(load.outcomes)]
     new = [(o, r) for o, r in replies if r["pid"] not in before]
     first_served = min(o.started + o.seconds for o, _ in new) - killed
@@ -126,19 +120,19 @@ def test_emulator_outage_fails_fast_and_recovers(
     try:
         with gunicorn(["-w", "2", "--threads", "4"], env) as server, \
                 Load(f"{server.url}/track?topic={quote(topic)}", threads=4, timeout=30) as load:
-            wait_for(lambda: len(ok(load.snapshot())) >= 20, 20, "20 publishes before the outage")
+            assert wait_for(lambda: len(ok(load.snapshot())) >= 20, 20), "20 publishes before the outage"
             os.killpg(emulator.process.pid, signal.SIGKILL)
             killed = time.monotonic()
             admin.close(timeout=1)
-            wait_for(lambda: any(o.status == 503 and o.started > killed for o in load.snapshot()), 15,
-                     "a failed request during the outage")
+            assert wait_for(lambda: any(o.status == 503 and o.started > killed for o in load.snapshot()), 15), (
+                "a failed request during the outage")
             time.sleep(max(0.0, killed + 3 - time.monotonic()))
             emulator.stop()
             emulator = start_pubsub_emulator(kind, project=TEST_PROJECT, port=port)
             admin = create_resources()
             back = time.monotonic()
-            wait_for(lambda: any(o.status == 200 and o.started > back for o in load.snapshot()), 10,
-                     "a successful request after the restart")
+            assert wait_for(lambda: any(o.status == 200 and o.started > back for o in load.snapshot()), 10), (
+                "a successful request after the restart")
         outcomes = load.outcomes
         during = [o for o in outcomes if killed < o.started < back]
         recovered = min(o.started + o.seconds for o in outcomes if o.status == 200 and o.started > back) - back

@@ -20,6 +20,7 @@ from flask import Flask
 
 from cloudclients import ClientRegistry, CloudClients, ReceivedMessage, push_endpoint
 from cloudclients.testing import TEST_PROJECT, pull_messages
+from tests.helpers import wait_for
 from tests.oidc import LocalIssuer
 from tests.servers import gunicorn
 
@@ -154,14 +155,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 @pytest.fixture

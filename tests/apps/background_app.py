@@ -12,19 +12,14 @@ import logging
 import os
 import time
 
-from flask import Flask
-
 import cloudclients
-from cloudclients import CloudClients, ReceivedMessage, current_registry
+from cloudclients import ReceivedMessage, current_registry
+from tests.apps import app_from_environment
 
 # A deployed app configures logging; the test reads the lifecycle lines from the server log.
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(process)d %(message)s")
 
-app = Flask(__name__)
-app.config.update(
-    {k: v for k, v in os.environ.items() if k.startswith("CLOUDCLIENTS_") and not k.startswith("CLOUDCLIENTS_TEST_")}
-)
-CloudClients(app)
+app = app_from_environment(__name__)
 RECORD = os.environ.get("CC_BG_RECORD", os.devnull)
 DELAY = float(os.environ.get("CC_BG_DELAY", "0.02"))
 

@@ -10,15 +10,10 @@ from __future__ import annotations
 import json
 import os
 
-from flask import Flask
+from cloudclients import ReceivedMessage, current_registry, push_endpoint
+from tests.apps import app_from_environment
 
-from cloudclients import CloudClients, ReceivedMessage, current_registry, push_endpoint
-
-app = Flask(__name__)
-app.config.update(
-    {k: v for k, v in os.environ.items() if k.startswith("CLOUDCLIENTS_") and not k.startswith("CLOUDCLIENTS_TEST_")}
-)
-CloudClients(app)
+app = app_from_environment(__name__)
 RECORD = os.environ.get("CC_PUSH_RECORD", os.devnull)
 
 

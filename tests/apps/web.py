@@ -10,16 +10,13 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Flask, request
+from flask import request
 
 import cloudclients
-from cloudclients import CloudClients, current_registry, get_publisher, get_storage
+from cloudclients import current_registry, get_publisher, get_storage
+from tests.apps import app_from_environment
 
-app = Flask(__name__)
-app.config.update(
-    {k: v for k, v in os.environ.items() if k.startswith("CLOUDCLIENTS_") and not k.startswith("CLOUDCLIENTS_TEST_")}
-)
-CloudClients(app)
+app = app_from_environment(__name__)
 
 
 @app.post("/track")

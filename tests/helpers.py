@@ -1,0 +1,19 @@
+"""Helpers shared by the tests (one copy of each)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll *predicate* until it is true or *timeout* seconds pass; return its last value.
+
+    Use as ``assert wait_for(lambda: ..., 10), "what we waited for"``.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

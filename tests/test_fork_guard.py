@@ -1,0 +1,198 @@
+"""One fork guard for every entry point: a process forked inside a request, threads racing a
+background subscription's pid check after a C-level fork, a subscription restarted after stop,
+and one deadline for all locks before a fork.
+
+Each fork case runs in a fresh interpreter (``python -c``), so the forking process holds no
+gRPC state of earlier tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+import cloudclients
+from cloudclients import CloudClients, SubscriptionState
+from cloudclients.testing import TopicHandle
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.fork
+
+
+def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+_FORK_IN_REQUEST = r"""
+import json, os
+from flask import Flask
+from cloudclients import CloudClients, get_publisher, current_registry
+
+app = Flask("fork-in-request")
+app.config.update(CLOUDCLIENTS_PROJECT="fork-test", CLOUDCLIENTS_PUBSUB_EMULATOR_HOST="127.0.0.1:9",
+                  CLOUDCLIENTS_STORAGE_EMULATOR_HOST="http://127.0.0.1:9", CLOUDCLIENTS_EXIT_HANDLERS=False)
+CloudClients(app)
+with app.test_request_context("/"):
+    parent_client = get_publisher()
+    read, write = os.pipe()
+    pid = os.fork()                      # a view forking a helper (multiprocessing, a job runner)
+    if pid == 0:
+        child_client = get_publisher()
+        os.write(write, json.dumps({
+            "same_object": child_client is parent_client,
+            "constructions": current_registry().stats()["clients"]["publisher"]["constructions"],
+        }).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    print(os.read(read, 4096).decode())
+"""
+
+
+def test_a_process_forked_inside_a_request_gets_its_own_publisher() -> None:
+    """get_publisher() in a child forked inside a request context builds the child's own client,
+    not the parent's (whose gRPC channel is unusable there)."""
+    assert run_script(_FORK_IN_REQUEST) == {"same_object": False, "constructions": 1}
+
+
+_SUBSCRIPTION_RACE = r"""
+import ctypes, json, os, sys, threading
+from flask import Flask
+import cloudclients
+from cloudclients import CloudClients
+
+sys.setswitchinterval(1e-6)              # switch threads as often as possible: races show up
+app = Flask("race")
+app.config.update(CLOUDCLIENTS_EXIT_HANDLERS=False)
+CloudClients(app)
+sub = cloudclients.subscribe(sys.argv[1], lambda m: None, app=app)
+sub.stats()                              # stamped with the parent's pid
+read, write = os.pipe()
+pid = ctypes.CDLL(None).fork()           # C-level fork: Python's at-fork hooks do not run
+if pid == 0:
+    barrier = threading.Barrier(16)
+    started = []
+    def worker():
+        barrier.wait()
+        started.append(sub.start())      # every thread hits the pid check at once
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    ok = sub.running
+    sub.stop(timeout=5)
+    os.write(write, json.dumps({"started": sum(started), "running": ok, "forks_seen": sub.forks_seen}).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+print(os.read(read, 4096).decode())
+"""
+
+
+@pytest.mark.slow
+def test_threads_racing_a_subscriptions_pid_check_after_a_c_level_fork_start_one_stream(
+    cloudclients_env: dict[str, str], pubsub_topic: TopicHandle
+) -> None:
+    """After a fork that skips Python's hooks, 16 threads start the same background subscription
+    at once: it is reset once and exactly one stream starts (a second reset would orphan the
+    first thread's live stream)."""
+    for _ in range(5):
+        result = run_script(_SUBSCRIPTION_RACE.replace("sys.argv[1]", repr(pubsub_topic.subscription)))
+        assert result == {"started": 1, "running": True, "forks_seen": 1}
+
+
+_LOCK_DEADLINE = r"""
+import json, os, threading, time
+from cloudclients import ClientRegistry
+
+registry = ClientRegistry("slow-builds")
+release = threading.Event()
+entered = threading.Semaphore(0)
+def stuck_factory():
+    entered.release()
+    release.wait(60)                     # a construction stuck (a hanging metadata lookup)
+    return object()
+for name in ("a", "b", "c", "d"):
+    registry.register(name, stuck_factory)
+    threading.Thread(target=registry.get, args=(name,), daemon=True).start()
+for _ in range(4):
+    entered.acquire()                    # every slot lock is held by a stuck construction
+began = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+waited = time.monotonic() - began
+os.waitpid(pid, 0)
+release.set()
+print(json.dumps({"waited": waited}))
+"""
+
+
+@pytest.mark.slow
+def test_a_fork_waits_for_all_held_locks_within_one_deadline() -> None:
+    """With four client constructions stuck, holding their locks, fork() proceeds after one
+    bound (5 s) for all of them together, not 5 s per lock (20 s)."""
+    result = run_script(_LOCK_DEADLINE, timeout=90)
+    assert 4.0 < float(result["waited"]) < 10.0, result  # type: ignore[arg-type]
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(cloudclients_env: dict[str, str]) -> Iterator[Flask]:
+    """An app on the emulators; its registry is closed after the test."""
+    app = Flask("lifecycle")
+    app.config.update({"CLOUDCLIENTS_EXIT_HANDLERS": False})
+    CloudClients(app)
+    yield app
+    CloudClients.get_registry(app).close(timeout=10)
+
+
+def test_a_stopped_subscription_starts_again(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """stop() then start() opens a new stream that handles new messages (it used to return
+    False and run nothing)."""
+    handled: list[bytes] = []
+    sub = cloudclients.subscribe(pubsub_topic.subscription, lambda m: handled.append(m.data), app=app)
+    assert sub.state is SubscriptionState.IDLE
+    assert sub.start() is True
+    assert sub.stop(timeout=10)
+    assert sub.state is SubscriptionState.STOPPED
+    assert sub.start() is True
+    assert sub.state is SubscriptionState.RUNNING
+    pubsub_topic.registry.publisher.publish(pubsub_topic.topic, b"after-restart").result(timeout=15)
+    assert wait_for(lambda: handled == [b"after-restart"], 30), handled
+
+
+def test_starting_after_the_registry_closed_is_refused(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """start() once the registry is closed raises a RuntimeError that says why, instead of
+    silently running nothing."""
+    sub = cloudclients.subscribe(pubsub_topic.subscription, lambda m: None, app=app)
+    CloudClients.get_registry(app).close(timeout=5)
+    with pytest.raises(RuntimeError, match=r"registry 'lifecycle' is closed.*do not restart"):
+        sub.start()
+    assert sub.state is SubscriptionState.IDLE
+
+
+def test_close_drains_before_closing_clients(app: Flask) -> None:
+    """While close hooks run the registry is DRAINING and still builds clients; afterwards it is CLOSED."""
+    registry = CloudClients.get_registry(app)
+    seen = []
+    registry.register("thing", object)
+    registry.on_close(lambda timeout: seen.append((registry.state.value, registry.get("thing") is not None)))
+    started = time.monotonic()
+    registry.close(timeout=5)
+    assert seen == [("draining", True)]
+    assert registry.state.value == "closed"
+    assert time.monotonic() - started < 5
