@@ -16,8 +16,9 @@ from urllib.parse import quote
 import pytest
 
 from cloudclients.testing import TopicHandle
+from tests.helpers import wait_for
 from tests.servers import Load, uwsgi
-from tests.test_faults import ok, wait_for
+from tests.test_faults import ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.fork]
 
@@ -63,7 +64,7 @@ def test_uwsgi_graceful_shutdown_flushes_acknowledged_publishes(
     fifo = tmp_path / "master.fifo"
     with uwsgi([*BASE, *MODES[mode], "--master-fifo", str(fifo)], env) as server, \
             Load(f"{server.url}/track?topic={quote(pubsub_topic.topic)}", threads=8) as load:
-        wait_for(lambda: len(ok(load.snapshot())) >= 100, 20, "100 acknowledged publishes")
+        assert wait_for(lambda: len(ok(load.snapshot())) >= 100, 20), "100 acknowledged publishes"
         started = time.monotonic()
         fifo.write_text("q")
         returncode = server.process.wait(30)
