@@ -24,6 +24,7 @@ from ._push import push_endpoint
 from ._registry import ClientStats, PingResult, RegistryState, RegistryStats
 from ._shutdown import close_all, gunicorn_worker_exit, install_exit_handlers
 from ._state import CloudClientsState, current_registry, get_client, get_publisher, get_storage, get_subscriber
+from ._storage_session import StorageUnavailableError
 from ._subscriber import gunicorn_post_worker_init, start_subscriptions, subscribe
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "RegistryState",
     "RegistryStats",
     "Settings",
+    "StorageUnavailableError",
     "SubscriptionState",
     "SubscriptionStats",
     "__version__",

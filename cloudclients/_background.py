@@ -80,7 +80,8 @@ class BackgroundSubscription(ProcessBound):
     and the start triggers. Created directly, it is stopped when *registry*
     closes (before the registry's clients close).
 
-    :param subscription: the full name, ``projects/P/subscriptions/S``.
+    :param subscription: the full name, ``projects/P/subscriptions/S``, or a
+        function returning it (called once, when the stream first starts).
     :param handler: called with a :class:`~cloudclients.ReceivedMessage` on a
         pool thread; returning acks, raising nacks (the service redelivers).
         Delivery is at least once: handlers must tolerate duplicates.
@@ -99,7 +100,7 @@ class BackgroundSubscription(ProcessBound):
     def __init__(
         self,
         registry: Registry,
-        subscription: str,
+        subscription: str | Callable[[], str],
         handler: Handler,
         *,
         max_messages: int = 100,
@@ -120,7 +121,7 @@ class BackgroundSubscription(ProcessBound):
             )
         super().__init__()
         self.registry = registry
-        self.subscription = subscription
+        self._subscription = subscription
         self.handler = handler
         self.flow = {"max_messages": max_messages, "max_bytes": max_bytes,
                      "max_lease_duration": float(max_lease_duration), "max_workers": max_workers}
@@ -134,6 +135,13 @@ class BackgroundSubscription(ProcessBound):
             registry.on_close(self.stop)
         else:
             group.add(self)
+
+    @property
+    def subscription(self) -> str:
+        """The full subscription name (resolved on first use when given as a function)."""
+        if not isinstance(self._subscription, str):
+            self._subscription = self._subscription()
+        return self._subscription
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -160,7 +168,7 @@ class BackgroundSubscription(ProcessBound):
             registry is closing or closed.
         """
         self._checkpid()
-        from . import _factories  # deferred: Google imports are slow, and a preload master never gets here
+        from . import _google  # deferred: Google imports are slow, and a preload master never gets here
 
         with self._lock:
             current = self._state
@@ -179,7 +187,7 @@ class BackgroundSubscription(ProcessBound):
                 )
             began = time.perf_counter()
             self._error = None
-            future = _factories.start_streaming_pull(
+            future = _google.start_streaming_pull(
                 self.registry.get(self.client), self.subscription, self._on_message, **self.flow  # type: ignore[arg-type]
             )
             self._future = future
@@ -220,7 +228,8 @@ class BackgroundSubscription(ProcessBound):
                 "error": self._error}
 
     def __repr__(self) -> str:
-        return f"<BackgroundSubscription {self.subscription!r} pid={self._pid} state={self._state.value}>"
+        name = self._subscription if isinstance(self._subscription, str) else "(not resolved yet)"
+        return f"<BackgroundSubscription {name!r} pid={self._pid} state={self._state.value}>"
 
     # -- internals ---------------------------------------------------------------
 

@@ -21,12 +21,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
+from ._clients import ClientRegistry
+from ._config import ConfigError, Settings
 from ._names import resolve_subscription, resolve_topic
+from ._push import audit_push_endpoints
 from ._state import app_state
 
 __all__ = ["cli"]
@@ -53,11 +58,11 @@ def status(as_json: bool) -> None:
     settings = state.settings
     report: dict[str, Any] = {
         "pid": os.getpid(),
-        "project": settings.project,
+        "project": _project(state.registry),
         "pubsub": f"emulator at {settings.pubsub_emulator_host}" if settings.pubsub_emulator else "cloud",
         "storage": f"emulator at {settings.storage_emulator_host}" if settings.storage_emulator else "cloud",
-        "push_auth": _push_auth(settings.push_audience, settings.push_service_account,
-                                settings.push_allow_unauthenticated),
+        "push_auth": _push_auth(settings),
+        "push_problems": audit_push_endpoints(current_app._get_current_object()),  # type: ignore[attr-defined]
         "settings": settings.redacted(),
         "registry": dict(state.registry.stats()),
         "background": [sub.stats() for sub in state.subscriptions],
@@ -69,6 +74,8 @@ def status(as_json: bool) -> None:
     click.echo(f"  Pub/Sub:   {report['pubsub']}")
     click.echo(f"  Storage:   {report['storage']}")
     click.echo(f"  push auth: {report['push_auth']}")
+    for problem in report["push_problems"]:
+        click.echo(f"  PROBLEM: {problem}")
     click.echo("  clients in this process:")
     for name, client in report["registry"]["clients"].items():
         alive = f"alive (built {client['constructions']}x)" if client["alive"] else "not built"
@@ -81,14 +88,17 @@ def status(as_json: bool) -> None:
         click.echo(f"    {key} = {value!r}")
 
 
-def _push_auth(audience: str | None, account: str | None, allow_unauthenticated: bool) -> str:
-    if audience is not None:
-        who = f", service account {account}" if account else ""
-        extra = "; unauthenticated pushes allowed (emulator)" if allow_unauthenticated else ""
-        return f"verify OIDC tokens (audience {audience}{who}){extra}"
-    if allow_unauthenticated:
-        return "unauthenticated pushes allowed (emulator only)"
-    return "not configured: push endpoints answer 500 (set CLOUDCLIENTS_PUSH_AUDIENCE)"
+def _push_auth(settings: Settings) -> str:
+    mode = settings.push_auth
+    if mode is None:
+        return "not configured: push endpoints answer 500 (set CLOUDCLIENTS_PUSH_AUDIENCE or CLOUDCLIENTS_PUSH_AUTH)"
+    if mode in ("oidc", "oidc_or_emulator"):
+        who = f", service account {settings.push_service_account}" if settings.push_service_account else ""
+        extra = "; tokenless pushes from the emulator accepted" if mode == "oidc_or_emulator" else ""
+        return f"verify OIDC tokens (audience {settings.push_audience}{who}){extra}"
+    if mode == "platform":
+        return "platform-authenticated: no token checked here (Cloud Run IAM / IAP in front)"
+    return "unauthenticated pushes allowed (emulator only)"
 
 
 @cli.command("create-topic")
@@ -96,7 +106,7 @@ def _push_auth(audience: str | None, account: str | None, allow_unauthenticated:
 def create_topic(name: str) -> None:
     """Create topic NAME (short name or projects/P/topics/T) unless it exists."""
     state = app_state()
-    path = _name(resolve_topic, name, state.settings.project)
+    path = _name(resolve_topic, name, lambda: state.registry.project)
     api_error, already_exists, _ = _api_errors()
     try:
         state.registry.publisher.create_topic(name=path, timeout=30)
@@ -122,7 +132,9 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
 ) -> None:
     """Create subscription NAME on --topic unless it exists (same topic and endpoint)."""
     state = app_state()
-    project = state.settings.project
+    def project() -> str:
+        return state.registry.project
+
     path = _name(resolve_subscription, name, project)
     topic_path = _name(resolve_topic, topic, project)
     if (push_audience or push_service_account) and not push_endpoint:
@@ -190,7 +202,7 @@ def create_bucket(name: str, location: str | None) -> None:
 def publish(topic: str, data: str, attrs: tuple[str, ...], ordering_key: str) -> None:
     """Publish DATA ('-' reads standard input) to TOPIC and print the message ID once confirmed."""
     state = app_state()
-    path = _name(resolve_topic, topic, state.settings.project)
+    path = _name(resolve_topic, topic, lambda: state.registry.project)
     attributes: dict[str, str] = {}
     for item in attrs:
         key, sep, value = item.partition("=")
@@ -207,8 +219,15 @@ def publish(topic: str, data: str, attrs: tuple[str, ...], ordering_key: str) ->
     click.echo(message_id)
 
 
-def _name(resolve: Any, name: str, project: str) -> str:
+def _name(resolve: Any, name: str, project: Callable[[], str]) -> str:
     try:
         return str(resolve(name, project))
-    except ValueError as exc:
+    except ValueError as exc:  # ConfigError (no project anywhere) included
         raise click.BadParameter(str(exc)) from None
+
+
+def _project(registry: ClientRegistry) -> str:
+    try:
+        return registry.project
+    except ConfigError as exc:
+        return f"unset ({exc})"

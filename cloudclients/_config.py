@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-import math
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+
+from . import _parsers as parse
+from ._parsers import PROJECT_ID_RE, InvalidValueError, Parser
 
 __all__ = ["PREFIX", "ConfigError", "Settings", "Spec"]
 
@@ -40,15 +39,10 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 #: Values of ``CLOUDCLIENTS_PUBLISH_CONFIRM`` (see :func:`cloudclients.publish`).
 PUBLISH_CONFIRM_MODES = ("before_response", "after_response")
 
-# Project IDs: 6-30 chars, lowercase letters, digits, hyphens, start with a
-# letter, no trailing hyphen; legacy domain-scoped IDs ("example.com:proj")
-# are still accepted by Google APIs.
-_PROJECT_RE = re.compile(r"^(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_HOST_RE = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+#: Values of ``CLOUDCLIENTS_PUSH_AUTH`` (see :func:`cloudclients.push_endpoint`).
+PUSH_AUTH_MODES = ("oidc", "oidc_or_emulator", "platform", "unauthenticated")
+
+_BOOL_FIX = "use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)"
 
 
 class ConfigError(ValueError):
@@ -64,19 +58,6 @@ ConfigError.__module__ = "cloudclients"
 
 
 # -- the declaration ------------------------------------------------------------------
-
-
-class InvalidValueError(Exception):
-    """Raised by a parser: *problem* completes "KEY=VALUE (origin) …"; *fix* overrides the spec's."""
-
-    def __init__(self, problem: str, fix: str | None = None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.fix = fix
-
-
-#: ``parse(raw value)``: the typed value, or :class:`InvalidValueError`.
-Parser = Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,147 +79,10 @@ class Spec:
 
 def _setting(name: str, default: Any, parse: Parser, *, rule: str, fix: str, env: str | None = None,
              shown: str | None = None) -> Any:
-    spec = Spec(PREFIX + name, parse, rule, fix, env, f"`{default!r}`" if shown is None else shown)
+    if shown is None:
+        shown = "unset" if default is None else f"`{default!r}`"
+    spec = Spec(PREFIX + name, parse, rule, fix, env, shown)
     return dataclasses.field(default=default, metadata={"spec": spec})
-
-
-# -- parsers ----------------------------------------------------------------------------
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise InvalidValueError("is not a boolean")
-
-
-def _seconds(low: float, high: float, *, low_open: bool = False) -> Parser:
-    def parse(value: Any) -> float:
-        parsed: float | None = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parsed = float(value)
-        elif isinstance(value, str):
-            try:
-                parsed = float(value.strip())
-            except ValueError:
-                parsed = None
-        if parsed is None or math.isnan(parsed):
-            raise InvalidValueError("is not a number")
-        if parsed < low or (low_open and parsed == low) or parsed > high:
-            raise InvalidValueError("is out of range")
-        return parsed
-
-    return parse
-
-
-def _whole(low: int, high: int) -> Parser:
-    def parse(value: Any) -> int:
-        parsed: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            parsed = value
-        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            parsed = int(value)
-        if parsed is None:
-            raise InvalidValueError("is not a whole number")
-        if not low <= parsed <= high:
-            raise InvalidValueError("is out of range")
-        return parsed
-
-    return parse
-
-
-def _one_of(*choices: str) -> Parser:
-    def parse(value: Any) -> str:
-        if isinstance(value, str) and value.strip().lower() in choices:
-            return value.strip().lower()
-        close = difflib.get_close_matches(str(value).strip().lower(), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InvalidValueError(f"is not one of {', '.join(map(repr, choices))}{hint}")
-
-    return parse
-
-
-def _project(value: Any) -> str:
-    if not isinstance(value, str) or not _PROJECT_RE.match(value):
-        raise InvalidValueError("is not a valid project ID")
-    return value
-
-
-def _pubsub_host(value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidValueError("is not a string")
-    if "://" in value or "/" in value:
-        raise InvalidValueError("must not contain a scheme or path")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not _HOST_RE.match(host):
-        raise InvalidValueError("has no port")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidValueError(f"has an invalid port {port!r}")
-    return value
-
-
-def _storage_url(value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidValueError("is not a string")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or "://" not in value:
-        raise InvalidValueError("has no http:// or https:// scheme")
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if not parts.hostname or port == -1 or parts.path not in ("", "/") or parts.query:
-        raise InvalidValueError("is not a plain scheme://host[:port] URL")
-    return value.rstrip("/")
-
-
-def _credentials_file(value: Any) -> str:
-    if not isinstance(value, (str, os.PathLike)):
-        raise InvalidValueError("is not a path")
-    path = os.fspath(value)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        # exc.strerror only (never the file contents).
-        raise InvalidValueError(f"cannot be read: {exc.strerror}") from None
-    try:
-        info = json.loads(text)
-    except ValueError:
-        # Deliberately no detail: JSON errors quote the text around the fault,
-        # and this file holds a private key.
-        raise InvalidValueError("is not valid JSON") from None
-    if not isinstance(info, dict) or not isinstance(info.get("type"), str):
-        raise InvalidValueError("has no 'type' field; it is not a Google credentials file")
-    if info["type"] == "service_account":
-        missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
-        if missing:
-            raise InvalidValueError("is a service-account key without " + ", ".join(missing))
-    return path
-
-
-def _word(value: Any) -> str:
-    if not isinstance(value, str) or not value or re.search(r"\s", value):
-        raise InvalidValueError("is not a single word without spaces")
-    return value
-
-
-def _email(value: Any) -> str:
-    if not isinstance(value, str) or not _EMAIL_RE.match(value):
-        raise InvalidValueError("is not an email address")
-    return value
-
-
-def _certs_url(value: Any) -> str:
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidValueError("is not an http(s) URL")
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-        # Signing keys fetched over plain HTTP could be swapped in transit:
-        # every token would then verify.
-        raise InvalidValueError("uses plain http:// to a non-loopback host")
-    return str(value)
 
 
 # -- the settings -------------------------------------------------------------------------
@@ -251,102 +95,112 @@ class Settings:
     One attribute per ``CLOUDCLIENTS_*`` key (see the README's table).
     """
 
-    project: str = _setting(
-        "PROJECT", "", _project, env="GOOGLE_CLOUD_PROJECT", shown="— (required)",
-        rule="a project **ID**: 6–30 of `a-z 0-9 -`, starting with a letter",
+    project: str | None = _setting(
+        "PROJECT", None, parse.project_id, env="GOOGLE_CLOUD_PROJECT",
+        shown="unset: discovered from the credentials or the metadata server",
+        rule="a project **ID**: 6–30 of `a-z 0-9 -`, starting with a letter (with an emulator, any ID it "
+             "accepts, e.g. `test`)",
         fix="use the project ID (6-30 characters: lowercase letters, digits and hyphens, starting with a "
             "letter), not the project name or number",
     )
     pubsub_emulator_host: str | None = _setting(
-        "PUBSUB_EMULATOR_HOST", None, _pubsub_host, env="PUBSUB_EMULATOR_HOST", shown="unset",
+        "PUBSUB_EMULATOR_HOST", None, parse.pubsub_host, env="PUBSUB_EMULATOR_HOST",
         rule="`HOST:PORT`, no scheme; set = Pub/Sub emulator mode",
         fix="use HOST:PORT, for example 127.0.0.1:8085 (no scheme, no path)",
     )
     storage_emulator_host: str | None = _setting(
-        "STORAGE_EMULATOR_HOST", None, _storage_url, env="STORAGE_EMULATOR_HOST", shown="unset",
+        "STORAGE_EMULATOR_HOST", None, parse.storage_url, env="STORAGE_EMULATOR_HOST",
         rule="`http(s)://HOST[:PORT]`; set = Storage emulator mode",
         fix="use a URL with a scheme, for example http://127.0.0.1:9023",
     )
     credentials_file: str | None = _setting(
-        "CREDENTIALS_FILE", None, _credentials_file, env="GOOGLE_APPLICATION_CREDENTIALS", shown="unset (ADC)",
+        "CREDENTIALS_FILE", None, parse.credentials_file, env="GOOGLE_APPLICATION_CREDENTIALS", shown="unset (ADC)",
         rule="a readable Google credentials JSON file",
         fix="point it at a readable service-account or ADC JSON key file, or unset it to use Application "
             "Default Credentials",
     )
     production: bool = _setting(
-        "PRODUCTION", False, _boolean, shown="`False`", rule="bool; `True` refuses any emulator host",
-        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+        "PRODUCTION", False, parse.boolean, rule="bool; `True` refuses any emulator host", fix=_BOOL_FIX,
     )
     publish_timeout: float = _setting(
-        "PUBLISH_TIMEOUT", 30.0, _seconds(0.0, 600.0, low_open=True), shown="`30`",
-        rule="seconds, > 0 and ≤ 600: total time a publish may take, retries included",
+        "PUBLISH_TIMEOUT", 10.0, parse.seconds(0.0, 600.0, low_open=True), shown="`10`",
+        rule="seconds, > 0 and ≤ 600: total time a publish may take, retries included (a request waits at most "
+             "this + 2 s, inside gunicorn's default 30 s timeout)",
         fix="set it to a number of seconds greater than 0 and at most 600",
     )
     batch_max_messages: int = _setting(
-        "BATCH_MAX_MESSAGES", 100, _whole(1, MAX_BATCH_MESSAGES), shown="`100`",
+        "BATCH_MAX_MESSAGES", 100, parse.whole(1, MAX_BATCH_MESSAGES),
         rule="1–1000 (the service's per-request limit)",
         fix="set it to a whole number from 1 to 1000 (the Pub/Sub service's per-request limit)",
     )
     batch_max_bytes: int = _setting(
-        "BATCH_MAX_BYTES", 1_000_000, _whole(1, MAX_BATCH_BYTES), shown="`1000000`",
+        "BATCH_MAX_BYTES", 1_000_000, parse.whole(1, MAX_BATCH_BYTES),
         rule="1–10,000,000 (the service's per-request limit)",
         fix="set it to a whole number from 1 to 10000000 (the Pub/Sub service's per-request limit)",
     )
     batch_max_latency: float = _setting(
-        "BATCH_MAX_LATENCY", 0.01, _seconds(0.0, 60.0), shown="`0.01`", rule="seconds, 0–60",
+        "BATCH_MAX_LATENCY", 0.01, parse.seconds(0.0, 60.0), rule="seconds, 0–60",
         fix="set it to a number of seconds at least 0 and at most 60",
     )
     enable_message_ordering: bool = _setting(
-        "ENABLE_MESSAGE_ORDERING", False, _boolean, shown="`False`", rule="bool",
-        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+        "ENABLE_MESSAGE_ORDERING", False, parse.boolean, rule="bool", fix=_BOOL_FIX,
     )
     storage_pool_size: int = _setting(
-        "STORAGE_POOL_SIZE", 32, _whole(1, 1024), shown="`32`",
+        "STORAGE_POOL_SIZE", 32, parse.whole(1, 1024),
         rule="1–1024 HTTP connections (requests' default of 10 is too small for threaded workers)",
         fix="set it to a whole number from 1 to 1024",
     )
+    storage_timeout: float = _setting(
+        "STORAGE_TIMEOUT", 10.0, parse.seconds(0.0, 600.0, low_open=True), shown="`10`",
+        rule="seconds, > 0 and ≤ 600: the longest a Storage HTTP request waits, and how long an unreachable "
+             "Storage is retried before the call fails",
+        fix="set it to a number of seconds greater than 0 and at most 600",
+    )
     shutdown_timeout: float = _setting(
-        "SHUTDOWN_TIMEOUT", 10.0, _seconds(0.0, 600.0), shown="`10`",
+        "SHUTDOWN_TIMEOUT", 10.0, parse.seconds(0.0, 600.0), shown="`10`",
         rule="seconds, 0–600: how long closing waits for outstanding publishes",
         fix="set it to a number of seconds at least 0 and at most 600",
     )
     exit_handlers: bool = _setting(
-        "EXIT_HANDLERS", True, _boolean, shown="`True`",
-        rule="bool: close (flush) the clients at interpreter exit and on SIGTERM",
-        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
+        "EXIT_HANDLERS", True, parse.boolean,
+        rule="bool: close (flush) the clients at interpreter exit and on SIGTERM", fix=_BOOL_FIX,
     )
     publish_confirm: str = _setting(
-        "PUBLISH_CONFIRM", "before_response", _one_of(*PUBLISH_CONFIRM_MODES), shown="`before_response`",
+        "PUBLISH_CONFIRM", "before_response", parse.one_of(*PUBLISH_CONFIRM_MODES), shown="`before_response`",
         rule="`before_response` or `after_response`: when `cloudclients.publish()` is confirmed",
         fix="set it to one of those",
     )
     # Receiving side and operations (push endpoint, health checks): see docs/receiving.md.
+    push_auth: str | None = _setting(
+        "PUSH_AUTH", None, parse.one_of(*PUSH_AUTH_MODES),
+        shown="`oidc` when `PUSH_AUDIENCE` is set, else unset",
+        rule="how push requests are authenticated: `oidc` (verify the Google-signed token), `oidc_or_emulator` "
+             "(the same, but tokenless pushes pass while a Pub/Sub emulator is configured), `platform` (Cloud Run "
+             "IAM or IAP in front already checked it) or `unauthenticated` (only with a Pub/Sub emulator). Unset "
+             "and without an audience, push endpoints refuse every request",
+        fix="set it to one of those (see docs/receiving.md)",
+    )
     push_audience: str | None = _setting(
-        "PUSH_AUDIENCE", None, _word, shown="unset",
-        rule="one word, no spaces (usually the push endpoint's URL); set = every push must carry a "
-             "Google-signed OIDC token for this audience",
+        "PUSH_AUDIENCE", None, parse.word,
+        rule="one word, no spaces (usually the push endpoint's URL): the `aud` the OIDC token must carry",
         fix="set it to the audience your push subscription's OIDC token is issued for, usually the endpoint "
             "URL (https://app.example.com/push)",
     )
     push_service_account: str | None = _setting(
-        "PUSH_SERVICE_ACCOUNT", None, _email, shown="unset",
-        rule="an email; the token must be issued to it; needs `PUSH_AUDIENCE`",
+        "PUSH_SERVICE_ACCOUNT", None, parse.email,
+        rule="an email; the token must be issued to it; needs an OIDC mode",
         fix="set it to the push subscription's service-account email "
             "(push@my-project.iam.gserviceaccount.com), or unset it",
     )
-    push_allow_unauthenticated: bool = _setting(
-        "PUSH_ALLOW_UNAUTHENTICATED", False, _boolean, shown="`False`",
-        rule="bool; `True` accepts pushes without a token, refused unless a Pub/Sub emulator host is set",
-        fix="use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)",
-    )
     push_certs_url: str = _setting(
-        "PUSH_CERTS_URL", GOOGLE_CERTS_URL, _certs_url, shown=f"Google's `{GOOGLE_CERTS_URL}`",
-        rule="an `https://` URL (plain `http://` only to a loopback host, for tests)",
+        "PUSH_CERTS_URL", GOOGLE_CERTS_URL, parse.certs_url, shown=f"Google's `{GOOGLE_CERTS_URL}`",
+        rule="an `https://` URL serving Google's certificate formats (plain `http://` only to a loopback host, "
+             "for tests)",
         fix=f"leave it unset (Google's {GOOGLE_CERTS_URL}) or use an https:// URL (plain http:// only on a "
             "loopback host, for tests)",
     )
     health_timeout: float = _setting(
-        "HEALTH_TIMEOUT", 2.0, _seconds(0.0, 30.0, low_open=True), shown="`2`",
+        "HEALTH_TIMEOUT", 2.0, parse.seconds(0.0, 30.0, low_open=True), shown="`2`",
         rule="seconds, > 0 and ≤ 30: how long the health checks wait, all checks together",
         fix="set it to a number of seconds greater than 0 and at most 30",
     )
@@ -381,7 +235,13 @@ class Settings:
         :param environ: fallbacks (``GOOGLE_CLOUD_PROJECT``, ``PUBSUB_EMULATOR_HOST``,
             ``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS``);
             defaults to :data:`os.environ`.
-        :raises ConfigError: for the first invalid, unknown or missing value.
+        Keys are read from *config* as ``CLOUDCLIENTS_*``; the four standard
+        Google variables (``GOOGLE_CLOUD_PROJECT``, ``PUBSUB_EMULATOR_HOST``,
+        ``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS``) are honoured
+        in *config* too, then in *environ*. Nothing here touches the network: a
+        project left unset is discovered later, in the process that uses it.
+
+        :raises ConfigError: for the first invalid or unknown value.
         """
         reader = _Reader(config, os.environ if environ is None else environ)
         reader.refuse_unknown_keys()
@@ -390,12 +250,6 @@ class Settings:
             source = reader.lookup(name, spec)
             if source is not None and not _ignored(name, source, values):
                 values[name] = source.parse(spec)
-        if "project" not in values:
-            raise ConfigError(
-                f"No Google Cloud project configured: {PREFIX}PROJECT is not set in "
-                "app.config and GOOGLE_CLOUD_PROJECT is not set in the environment. "
-                f"Fix: set app.config['{PREFIX}PROJECT'] = 'your-project-id'."
-            )
         for rule in _RULES:
             rule(values, reader.sources)
         return cls(**values)
@@ -462,30 +316,51 @@ class _Reader:
                 )
 
     def lookup(self, name: str, spec: Spec) -> _Source | None:
-        source: _Source | None = None
-        value = self._config.get(spec.key)
-        if value is not None and value != "":
-            source = _Source(spec.key, value, "from app.config")
-        elif spec.env is not None and self._env.get(spec.env):
-            source = _Source(spec.env, self._env[spec.env], f"from the environment; {spec.key} is not set")
+        """The raw value of *spec*: ``app.config[CLOUDCLIENTS_X]``, else the standard
+        variable in ``app.config``, else in the environment; ``None`` when unset."""
+        source = self._config_source(spec.key)
+        if spec.env is not None:
+            alias = self._config_source(spec.env)
+            if source is not None and alias is not None and _plain(source.value) != _plain(alias.value):
+                raise ConfigError(
+                    f"{spec.key}={source.value!r} and {spec.env}={alias.value!r} (both from app.config) disagree. "
+                    f"Fix: set only {spec.key}."
+                )
+            source = source or alias
+            if source is None and not _blank(self._env.get(spec.env)):
+                source = _Source(spec.env, self._env[spec.env], f"from the environment; {spec.key} is not set")
         if source is not None:
             self.sources[name] = source
         return source
 
+    def _config_source(self, key: str) -> _Source | None:
+        value = self._config.get(key)
+        return None if _blank(value) else _Source(key, value, "from app.config")
+
+
+def _blank(value: Any) -> bool:
+    # Unset, empty, or only whitespace (an empty Kubernetes secret is "\n").
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _plain(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
 
 def _ignored(name: str, source: _Source, earlier: Mapping[str, Any]) -> bool:
     # Every client talks to an emulator: ADC is never consulted, so an ambient
-    # GOOGLE_APPLICATION_CREDENTIALS must not break local runs.
-    return (name == "credentials_file" and source.key.startswith("GOOGLE_")
+    # GOOGLE_APPLICATION_CREDENTIALS in the environment must not break local runs.
+    return (name == "credentials_file" and source.origin.startswith("from the environment")
             and bool(earlier.get("pubsub_emulator_host")) and bool(earlier.get("storage_emulator_host")))
 
 
 # -- rules between settings --------------------------------------------------------------------
 
-Rule = Callable[[Mapping[str, Any], Mapping[str, _Source]], None]
+#: ``rule(values, sources)``: raises ConfigError; may fill in a value derived from others.
+Rule = Callable[[dict[str, Any], Mapping[str, _Source]], None]
 
 
-def _no_emulator_in_production(values: Mapping[str, Any], sources: Mapping[str, _Source]) -> None:
+def _no_emulator_in_production(values: dict[str, Any], sources: Mapping[str, _Source]) -> None:
     if not values.get("production"):
         return
     for name in ("storage_emulator_host", "pubsub_emulator_host"):
@@ -496,21 +371,36 @@ def _no_emulator_in_production(values: Mapping[str, Any], sources: Mapping[str, 
             )
 
 
-def _account_needs_audience(values: Mapping[str, Any], sources: Mapping[str, _Source]) -> None:
-    if values.get("push_service_account") and not values.get("push_audience"):
+def _project_for_the_service(values: dict[str, Any], sources: Mapping[str, _Source]) -> None:
+    # The emulators accept any project ID ("test", "my_project"); the service does not.
+    project = values.get("project")
+    emulated = values.get("pubsub_emulator_host") or values.get("storage_emulator_host")
+    if project is not None and not emulated and not PROJECT_ID_RE.match(project):
+        spec = _spec("project")
+        raise sources["project"].error("is not a valid project ID", spec.fix)
+
+
+def _push_auth(values: dict[str, Any], sources: Mapping[str, _Source]) -> None:
+    mode = values.get("push_auth")
+    if mode is None and values.get("push_audience"):
+        values["push_auth"] = mode = "oidc"
+    if mode == "unauthenticated" and not values.get("pubsub_emulator_host"):
+        raise sources["push_auth"].error(
+            "accepts pushes without a token, which is only allowed against the Pub/Sub emulator, and no emulator "
+            "is configured",
+            f"use 'oidc_or_emulator' (tokens verified in production, tokenless pushes accepted from the emulator), "
+            f"'platform' behind Cloud Run IAM or IAP, or set {PREFIX}PUBSUB_EMULATOR_HOST for local runs",
+        )
+    if values.get("push_service_account") and mode not in ("oidc", "oidc_or_emulator"):
         raise sources["push_service_account"].error(
-            f"is set but {PREFIX}PUSH_AUDIENCE is not, so no token would be verified",
-            f"set {PREFIX}PUSH_AUDIENCE too (the audience of the push subscription's OIDC token)",
+            "is set but no token is verified"
+            + (f" ({PREFIX}PUSH_AUTH={mode!r})" if mode else f" ({PREFIX}PUSH_AUDIENCE is not set)"),
+            f"set {PREFIX}PUSH_AUDIENCE too (the audience of the push subscription's OIDC token), or unset it",
         )
 
 
-def _unauthenticated_only_with_emulator(values: Mapping[str, Any], sources: Mapping[str, _Source]) -> None:
-    if values.get("push_allow_unauthenticated") and not values.get("pubsub_emulator_host"):
-        raise sources["push_allow_unauthenticated"].error(
-            "accepts pushes without a token, which is only allowed against the Pub/Sub emulator (it cannot sign "
-            "tokens), and no emulator is configured",
-            f"set {PREFIX}PUSH_AUDIENCE to verify tokens, or set {PREFIX}PUBSUB_EMULATOR_HOST for local runs",
-        )
+_RULES: tuple[Rule, ...] = (_no_emulator_in_production, _project_for_the_service, _push_auth)
 
 
-_RULES: tuple[Rule, ...] = (_no_emulator_in_production, _account_needs_audience, _unauthenticated_only_with_emulator)
+def _spec(name: str) -> Spec:
+    return dict(_specs())[name]

@@ -17,6 +17,7 @@ from . import _publish
 from ._cli import cli
 from ._clients import ClientRegistry
 from ._config import Settings
+from ._push import audit_push_endpoints
 from ._shutdown import install_exit_handlers
 from ._state import EXTENSION_KEY, CloudClientsState, app_state
 
@@ -59,12 +60,20 @@ class CloudClients:
             )
         settings = Settings.from_mapping(app.config)
         registry = ClientRegistry.from_settings(settings, name=app.name)
-        app.extensions[EXTENSION_KEY] = CloudClientsState(settings, registry, self)
+        state = CloudClientsState(settings, registry, self)
+        app.extensions[EXTENSION_KEY] = state
+        app.before_request(lambda: _audit_once(app, state))
         app.after_request(_publish.after_request)
         app.teardown_appcontext(_publish.teardown)
         app.cli.add_command(cli)
         if settings.exit_handlers:
             install_exit_handlers(registry)
+        if settings.push_auth == "platform":
+            log.warning(
+                "cloudclients: push endpoints of app %r accept requests without checking a token "
+                "(CLOUDCLIENTS_PUSH_AUTH=platform): Cloud Run IAM (--no-allow-unauthenticated), IAP or a gateway "
+                "must authenticate every request", app.name,
+            )
 
     @staticmethod
     def get_state(app: Flask | None = None) -> CloudClientsState:
@@ -84,3 +93,17 @@ class CloudClients:
     def get_settings(cls, app: Flask | None = None) -> Settings:
         """Return the frozen :class:`~cloudclients.Settings` of *app* (default: the current app)."""
         return cls.get_state(app).settings
+
+
+def _audit_once(app: Flask, state: CloudClientsState) -> None:
+    # Routes are complete once the app serves: report, once per process, the
+    # push endpoints that can never accept anything (before Pub/Sub retries
+    # their 500s forever).
+    if state.audited:
+        return
+    state.audited = True
+    try:
+        for problem in audit_push_endpoints(app, repair=True):
+            log.error("cloudclients: %s", problem)
+    except Exception:  # a request must not fail because of the audit
+        log.error("cloudclients: checking the push endpoints failed", exc_info=True)

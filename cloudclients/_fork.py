@@ -50,7 +50,7 @@ Elsewhere, for the same problem
   (or children hang inside ``os.fork()``); a readers/writer gate drains unary
   calls before the fork. Its hook is registered separately, after gRPC's own,
   because before-fork hooks run in reverse order of registration.
-* ``_factories``: with ``GRPC_ENABLE_FORK_SUPPORT=0`` a child of a gRPC-using
+* ``_google.channels``: with ``GRPC_ENABLE_FORK_SUPPORT=0`` a child of a gRPC-using
   parent cannot use gRPC at all, so it talks to Pub/Sub over REST.
 * ``_gevent``: gRPC's gevent mode is switched on before a process's first client.
 

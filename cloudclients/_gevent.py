@@ -7,7 +7,7 @@ runs its own C threads and polling. Without
 loop (every other request of the worker stalls behind it) and callbacks from
 gRPC threads can deadlock against the hub. gRPC requires the call *after* the
 standard library is patched and *before* any gRPC object exists — exactly "just
-before this process builds its first client", which is where ``_factories``
+before this process builds its first client", which is where ``_google``
 calls :func:`prepare_grpc`.
 
 gunicorn patches in the worker, after the fork, so a ``--preload`` master

@@ -13,21 +13,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["EnvelopeError", "ReceivedMessage", "from_pulled", "parse_push_envelope"]
+__all__ = ["EnvelopeError", "ReceivedMessage", "from_pulled", "from_unwrapped", "parse_push_envelope", "parse_time"]
 
 
 class EnvelopeError(ValueError):
-    """A push request body is not a Pub/Sub push envelope.
+    """A push request body is not a Pub/Sub push message.
 
-    The message says which field is wrong and never quotes the body (it may
-    carry application data).
+    :ivar problems: one sentence per malformed or missing field. None quotes
+        the body (it may carry application data).
     """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+EnvelopeError.__module__ = "cloudclients"
 
 
 @dataclass(frozen=True)
@@ -36,22 +43,29 @@ class ReceivedMessage:
 
     :ivar data: the payload (``b""`` for attribute-only messages).
     :ivar attributes: read-only ``str → str`` mapping.
-    :ivar message_id: the ID the service assigned at publish time.
-    :ivar publish_time: when the service received it (aware, UTC).
+    :ivar message_id: the ID the service assigned at publish time (``""`` when a
+        hand-made push request left it out).
+    :ivar publish_time: when the service received it (aware, UTC); ``None`` when
+        a hand-made push request left it out.
     :ivar ordering_key: ``""`` unless published with one.
     :ivar delivery_attempt: 1 on the first delivery, 2 on the second, …; ``None``
         when the service does not report it (only subscriptions with a
         dead-letter policy do).
-    :ivar subscription: the full subscription name it was delivered through.
+    :ivar subscription: the full subscription name it was delivered through
+        (``""`` when a push request does not say).
+    :ivar claims: the verified push token's claims (``email``, ``sub``, ``aud``,
+        …), or what a custom verifier returned; empty when nothing was verified
+        (streaming pull, platform-authenticated or emulator pushes).
     """
 
     data: bytes
     attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     message_id: str = ""
-    publish_time: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
+    publish_time: datetime | None = None
     ordering_key: str = ""
     delivery_attempt: int | None = None
     subscription: str = ""
+    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def text(self) -> str:
@@ -79,57 +93,118 @@ class ReceivedMessage:
 def parse_push_envelope(body: Any) -> ReceivedMessage:
     """Return the message carried by a push request's parsed JSON *body*.
 
-    Accepts the service's envelope (``message.data`` base64, ``attributes``,
-    ``messageId``, ``publishTime``, ``orderingKey``, ``subscription``,
-    ``deliveryAttempt``) and the snake_case aliases the service also sends.
+    Accepts every shape the service sends (``message.data`` base64,
+    ``attributes``, ``messageId``, ``publishTime``, ``orderingKey``, their
+    snake_case aliases, ``subscription``, ``deliveryAttempt``) and the minimal
+    ones hand-made requests use: only ``message`` is required, an object with
+    ``data`` and/or ``attributes``; what is missing becomes an empty value.
 
-    :raises EnvelopeError: naming the first missing or malformed field.
+    :raises EnvelopeError: listing every missing or malformed field at once.
     """
     if not isinstance(body, Mapping):
-        raise EnvelopeError("the body is not a JSON object with a 'message' field (is this a Pub/Sub push?)")
+        raise EnvelopeError(["the body is not a JSON object with a 'message' field (is this a Pub/Sub push?)"])
     message = body.get("message")
     if not isinstance(message, Mapping):
-        raise EnvelopeError("'message' is missing or not an object")
-    subscription = body.get("subscription")
-    if not isinstance(subscription, str) or not subscription:
-        raise EnvelopeError("'subscription' is missing or not a string")
+        raise EnvelopeError(["'message' is missing or not an object"])
+    problems: list[str] = []
 
-    raw = message.get("data", "")
-    if not isinstance(raw, str):
-        raise EnvelopeError("'message.data' is not a base64 string")
-    try:
-        data = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise EnvelopeError("'message.data' is not valid base64") from None
+    data = b""
+    raw = message.get("data")
+    if raw is not None:
+        if not isinstance(raw, str):
+            problems.append("'message.data' is not a base64 string")
+        else:
+            try:
+                data = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                problems.append("'message.data' is not valid base64")
 
-    attributes = message.get("attributes") or {}
-    if not isinstance(attributes, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
-    ):
-        raise EnvelopeError("'message.attributes' is not an object of strings")
+    attributes: dict[str, str] = {}
+    raw_attributes = message.get("attributes")
+    if raw_attributes is not None:
+        if not isinstance(raw_attributes, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw_attributes.items()
+        ):
+            problems.append("'message.attributes' is not an object of string values")
+        else:
+            attributes = dict(raw_attributes)
+    if raw is None and raw_attributes is None:
+        problems.append("'message' has neither 'data' nor 'attributes'")
 
-    message_id = _first(message, "messageId", "message_id")
-    if not isinstance(message_id, str) or not message_id:
-        raise EnvelopeError("'message.messageId' is missing or not a string")
+    message_id = _string(message, problems, "message.messageId", "messageId", "message_id")
+    ordering_key = _string(message, problems, "message.orderingKey", "orderingKey", "ordering_key")
+    subscription = _string(body, problems, "subscription", "subscription")
+    publish_time: datetime | None = None
+    raw_time = _first(message, "publishTime", "publish_time")
+    if raw_time is not None:
+        try:
+            publish_time = parse_time(raw_time)
+        except ValueError as exc:
+            problems.append(f"'message.publishTime' {exc}")
 
-    publish_time = _parse_time(_first(message, "publishTime", "publish_time"))
-
-    ordering_key = _first(message, "orderingKey", "ordering_key") or ""
-    if not isinstance(ordering_key, str):
-        raise EnvelopeError("'message.orderingKey' is not a string")
-
-    attempt = body.get("deliveryAttempt")
+    attempt = _first(body, "deliveryAttempt", "delivery_attempt")
     if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0):
-        raise EnvelopeError("'deliveryAttempt' is not a non-negative integer")
+        problems.append("'deliveryAttempt' is not a non-negative integer")
+        attempt = None
 
+    if problems:
+        raise EnvelopeError(problems)
     return ReceivedMessage(
         data=data,
-        attributes=MappingProxyType(dict(attributes)),
+        attributes=MappingProxyType(attributes),
         message_id=message_id,
         publish_time=publish_time,
         ordering_key=ordering_key,
         delivery_attempt=attempt or None,
         subscription=subscription,
+    )
+
+
+#: The metadata headers of an unwrapped push (``no_wrapper`` with ``write_metadata``).
+UNWRAPPED_METADATA_PREFIX = "x-goog-pubsub-"
+
+# Headers that HTTP, proxies and the push service itself add: never message
+# attributes. (An attribute named like one of these cannot be told apart from
+# it; such apps read flask.request.headers themselves.)
+_TRANSPORT_HEADERS = frozenset({
+    "accept", "accept-encoding", "authorization", "connection", "content-length", "content-type", "expect",
+    "forwarded", "from", "host", "keep-alive", "te", "traceparent", "tracestate", "transfer-encoding",
+    "user-agent", "via", "x-cloud-trace-context", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+})
+
+
+def from_unwrapped(body: bytes, headers: Iterable[tuple[str, str]]) -> ReceivedMessage:
+    """Return the message of an *unwrapped* push (a subscription with ``no_wrapper``).
+
+    The body is the message data itself. With ``write_metadata``, the service
+    adds ``x-goog-pubsub-subscription-name``, ``-message-id``, ``-publish-time``
+    and ``-ordering-key`` headers, and one header per attribute; the
+    attributes are every header that is neither one of those nor a standard
+    transport header.
+
+    :raises EnvelopeError: for a malformed ``x-goog-pubsub-publish-time``.
+    """
+    metadata: dict[str, str] = {}
+    attributes: dict[str, str] = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(UNWRAPPED_METADATA_PREFIX):
+            metadata[lower.removeprefix(UNWRAPPED_METADATA_PREFIX)] = value
+        elif lower not in _TRANSPORT_HEADERS:
+            attributes[name] = value
+    publish_time = None
+    if "publish-time" in metadata:
+        try:
+            publish_time = parse_time(metadata["publish-time"])
+        except ValueError as exc:
+            raise EnvelopeError([f"header 'x-goog-pubsub-publish-time' {exc}"]) from None
+    return ReceivedMessage(
+        data=body,
+        attributes=MappingProxyType(attributes),
+        message_id=metadata.get("message-id", ""),
+        publish_time=publish_time,
+        ordering_key=metadata.get("ordering-key", ""),
+        subscription=metadata.get("subscription-name", ""),
     )
 
 
@@ -156,9 +231,23 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
-def _parse_time(value: Any) -> datetime:
-    if not isinstance(value, str) or not value:
-        raise EnvelopeError("'message.publishTime' is missing or not a string")
+def _string(mapping: Mapping[str, Any], problems: list[str], label: str, *keys: str) -> str:
+    value = _first(mapping, *keys)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        problems.append(f"'{label}' is not a string")
+        return ""
+    return value
+
+
+def parse_time(value: Any) -> datetime:
+    """An RFC 3339 timestamp (up to nanoseconds, ``Z`` or an offset) as an aware UTC datetime.
+
+    :raises ValueError: saying what is wrong with it (never quoting it).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is not a string")
     text = value.strip()
     # RFC 3339 with up to nanoseconds and a Z: fromisoformat takes at most microseconds.
     if text.endswith(("Z", "z")):
@@ -170,7 +259,7 @@ def _parse_time(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise EnvelopeError("'message.publishTime' is not an RFC 3339 timestamp") from None
+        raise ValueError("is not an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
-        raise EnvelopeError("'message.publishTime' has no time zone")
+        raise ValueError("has no time zone")
     return parsed.astimezone(UTC)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -84,6 +84,8 @@ class _Tracked:
     future: Future[str]
     topic: str
     attributes: dict[str, str]
+    #: ``describe(exc)``: the one-line account of a failure (the publisher knows the emulator host).
+    describe: Callable[[BaseException], str]
     confirmed: bool = False
 
 
@@ -96,7 +98,7 @@ def publish(topic: str, data: bytes | str, *, ordering_key: str = "", **attribut
     """Publish *data* to *topic* with this process's publisher, tracked for the request.
 
     :param topic: a full name ``projects/P/topics/T`` or a short name ``T``,
-        resolved against ``CLOUDCLIENTS_PROJECT``.
+        resolved against the app's project (configured or discovered).
     :param data: the payload; ``str`` is encoded as UTF-8.
     :param ordering_key: requires ``CLOUDCLIENTS_ENABLE_MESSAGE_ORDERING``.
     :param attributes: message attributes (string values).
@@ -105,22 +107,16 @@ def publish(topic: str, data: bytes | str, *, ordering_key: str = "", **attribut
     :raises ValueError: for a malformed topic name.
     :raises TypeError: for non-bytes, non-str data.
     """
-    if not has_app_context():
-        raise RuntimeError(
-            "cloudclients.publish() needs a Flask application context: call it inside a view, "
-            "a CLI command or a `with app.app_context():` block."
-        )
-    state = app_state()
-    name = resolve_topic(topic, state.settings.project)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    elif not isinstance(data, bytes):
-        raise TypeError(
-            f"cloudclients.publish() data must be bytes or str, not {type(data).__name__}. "
-            "Fix: serialise it first, e.g. json.dumps(obj)."
-        )
-    future: Future[str] = state.registry.get("publisher").publish(name, data, ordering_key=ordering_key, **attributes)
-    tracked = _Tracked(future, name, dict(attributes))
+    state = app_state(what="cloudclients.publish()")
+    publisher = state.registry.get("publisher")
+    cc_publish = getattr(publisher, "cc_publish", None)
+    if cc_publish is None:  # a publisher registered by the app itself (tests register fakes)
+        name = resolve_topic(topic, lambda: state.registry.project)
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        future: Future[str] = publisher.publish(name, payload, ordering_key=ordering_key, **attributes)
+    else:  # resolves the name and checks the data exactly as get_publisher().publish() does
+        future, name = cc_publish(topic, data, ordering_key, attributes, tracked=True)
+    tracked = _Tracked(future, name, dict(attributes), getattr(publisher, "describe", _describe))
     if has_request_context() and state.settings.publish_confirm == "before_response":
         bucket: _RequestPublishes | None = g.get(_G_KEY)
         if bucket is None:
@@ -166,7 +162,7 @@ def _confirm(bucket: _RequestPublishes, settings: Settings, timeout: float | Non
             future.add_done_callback(lambda f, t=tracked: _log_if_failed(t))  # type: ignore[misc]
             failures.append(PublishFailure(tracked.topic, tracked.attributes, f"not confirmed within {limit:.1f} s"))
         elif (exc := _exception(future)) is not None:
-            failures.append(PublishFailure(tracked.topic, tracked.attributes, _describe(exc)))
+            failures.append(PublishFailure(tracked.topic, tracked.attributes, tracked.describe(exc)))
         else:
             ids.append(future.result())
     if failures:
@@ -243,4 +239,5 @@ def _describe(exc: BaseException) -> str:
 def _log_if_failed(tracked: _Tracked) -> None:
     exc = _exception(tracked.future)
     if exc is not None:
-        log.error("cloudclients: publish failed: %s", PublishFailure(tracked.topic, tracked.attributes, _describe(exc)))
+        log.error("cloudclients: publish failed: %s",
+                  PublishFailure(tracked.topic, tracked.attributes, tracked.describe(exc)))

@@ -1,4 +1,4 @@
-"""Receive Pub/Sub push requests in a Flask view: envelope parsing and OIDC checks.
+"""Receive Pub/Sub push requests in a Flask view: authentication, then the message.
 
 ::
 
@@ -11,45 +11,106 @@ Pub/Sub acknowledges a push on 102, 200, 201, 202 or 204 and retries on
 anything else (with backoff), so: the view returning acks; raising (Flask
 answers 500) or answering with another status nacks.
 
-Authentication (``Authorization: Bearer <Google ID token>``) is decided per
-request from the app's settings:
+Authentication, in this order: the endpoint's ``verify=`` callable, else its
+``auth=``, else ``CLOUDCLIENTS_PUSH_AUTH`` (``oidc`` by default when an
+audience is configured):
 
-* ``CLOUDCLIENTS_PUSH_AUDIENCE`` set (or ``audience=`` on the decorator): the
-  token is required and verified (signature, expiry, issuer, audience, and the
-  service account when ``CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT`` is set). No
-  token → 401, an invalid one → 401, a valid token for another audience or
-  account → 403.
-* ``CLOUDCLIENTS_PUSH_ALLOW_UNAUTHENTICATED=True`` (accepted by the config only
-  together with a Pub/Sub emulator host): requests without a token pass, since
-  the emulator cannot sign one. A token that is present is still verified when
-  an audience is configured.
-* neither: the endpoint answers 500 and logs how to configure it — refusing
-  is the only safe default for a public URL, and a 5xx keeps the messages in
-  the subscription until the app is fixed.
+``oidc``
+    ``Authorization: Bearer <Google ID token>`` is required and verified
+    (signature, expiry, issuer, audience, and the service account when one is
+    configured). No token → 401, an invalid one → 401, a valid token for
+    another audience or account → 403. Its claims reach the view as
+    ``message.claims``.
+``oidc_or_emulator``
+    The same, except that while a Pub/Sub emulator is configured a push
+    without a token passes (an emulator may not sign pushes). One setting for
+    local runs and production.
+``platform``
+    The platform in front (Cloud Run with ``--no-allow-unauthenticated``, IAP,
+    an API gateway) already authenticated the request; nothing is checked here
+    (logged once at WARNING at ``init_app``).
+``unauthenticated``
+    Nothing is checked; accepted only with a Pub/Sub emulator configured.
+``verify=callable``
+    ``verify(flask.request)`` runs before the body is read (say, a shared
+    token in the query string): a truthy result accepts (a mapping becomes
+    ``message.claims``), a falsy one answers 401, an ``HTTPException`` it
+    raises (``abort(403)``) is the answer.
 
-A body that is not a push envelope → 400 with a JSON body naming the field.
-Neither the token nor the message data ever appears in a response or a log line.
+An endpoint whose configuration can never accept a push (no mode and no
+audience) answers 500 — refusing is the only safe default for a public URL,
+and a 5xx keeps the messages in the subscription until the app is fixed — and
+is reported at ERROR when the app serves its first request, as is the
+decorator-order mistake (``@push_endpoint`` above ``@app.route``).
+
+The body: a wrapped push envelope (every shape the service sends, and the
+minimal ``{"message": {"data": …}}`` hand-made requests use; one 400 lists
+every malformed field), or — ``unwrapped=True``, or automatically when the
+``x-goog-pubsub-message-id`` header is present — an unwrapped push
+(``no_wrapper``): the raw data, metadata and attributes in headers. Bodies
+beyond what the service can send answer 413. Neither the token nor the message
+data ever appears in a response or a log line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar, cast, overload
 
-from flask import Response, jsonify, make_response, request
+from flask import Flask, Request, Response, jsonify, make_response, request
 
-from ._message import EnvelopeError, parse_push_envelope
+from ._config import PUSH_AUTH_MODES, Settings
+from ._message import UNWRAPPED_METADATA_PREFIX, EnvelopeError, ReceivedMessage, from_unwrapped, parse_push_envelope
 from ._oidc import CertsUnavailableError, TokenRejectedError
-from ._state import app_state
+from ._parsers import InvalidValueError, email, word
+from ._state import CloudClientsState, app_state
 
-__all__ = ["push_endpoint"]
+__all__ = ["PUSH_AUTH_MODES", "audit_push_endpoints", "push_endpoint"]
 
 log = logging.getLogger("cloudclients")
 
+#: ``verify(request)``: truthy accepts (a mapping becomes ``message.claims``); falsy → 401.
+Verifier = Callable[[Request], Any]
+
 PushView = Callable[..., Any]
 F = TypeVar("F", bound=PushView)
+
+#: Largest wrapped push body: a 10 MB message (the service's limit, data and
+#: attributes) grows by a third in base64, plus the envelope's JSON.
+MAX_WRAPPED_BYTES = 14 * 1024 * 1024
+#: Largest unwrapped push body: the data itself.
+MAX_UNWRAPPED_BYTES = 10 * 1024 * 1024
+
+_WRAPPER_MARK = "_cloudclients_push"
+_ORIGINAL_MARK = "_cloudclients_push_wrapped_into"
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What the decorator was given."""
+
+    auth: str | None = None
+    audience: str | None = None
+    service_account: str | None = None
+    verify: Verifier | None = None
+    unwrapped: bool = False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one endpoint authenticates, resolved against the app's settings."""
+
+    mode: str | None  # None: nothing can be accepted (see problem)
+    audience: str | None = None
+    service_account: str | None = None
+    verify: Verifier | None = None
+    problem: str | None = None
 
 
 @overload
@@ -58,46 +119,69 @@ def push_endpoint(view: F) -> F: ...
 
 @overload
 def push_endpoint(
-    view: None = None, *, audience: str | None = None, service_account: str | None = None
+    view: None = None, *, auth: str | None = None, audience: str | None = None, service_account: str | None = None,
+    verify: Verifier | None = None, unwrapped: bool = False,
 ) -> Callable[[F], F]: ...
 
 
 def push_endpoint(
-    view: F | None = None, *, audience: str | None = None, service_account: str | None = None
+    view: F | None = None,
+    *,
+    auth: str | None = None,
+    audience: str | None = None,
+    service_account: str | None = None,
+    verify: Verifier | None = None,
+    unwrapped: bool = False,
 ) -> F | Callable[[F], F]:
     """Make *view* a Pub/Sub push endpoint: it is called as
     ``view(message, **url_values)`` with a :class:`~cloudclients.ReceivedMessage`.
 
     Use bare (``@push_endpoint``) or with per-endpoint overrides of the app's
     settings (``@push_endpoint(audience="https://…/push/orders")``). Put it
-    *under* the route decorator.
+    *under* the route decorator. A configured decorator can be reused:
+    ``shared_token = push_endpoint(verify=check_token)``, then ``@shared_token``.
 
     The view's return value is the response (``None`` → an empty 204). An
     exception propagates to Flask (500): the service nacks and retries.
 
+    :param auth: one of ``oidc``, ``oidc_or_emulator``, ``platform``,
+        ``unauthenticated``, instead of ``CLOUDCLIENTS_PUSH_AUTH``.
     :param audience: expected ``aud`` of the token, instead of
-        ``CLOUDCLIENTS_PUSH_AUDIENCE``.
+        ``CLOUDCLIENTS_PUSH_AUDIENCE`` (implies ``oidc`` unless *auth* says otherwise).
     :param service_account: expected ``email`` of the token, instead of
         ``CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT``.
+    :param verify: a custom check, ``verify(flask.request)``, run before the
+        body is read; replaces token verification for this endpoint.
+    :param unwrapped: the subscription uses payload unwrapping (``no_wrapper``)
+        without ``write_metadata`` (with it, unwrapped pushes are recognised
+        by their headers anyway).
+    :raises ValueError: for an unknown *auth*, a malformed *audience* or
+        *service_account*, or *verify* combined with token options.
+    :raises TypeError: if *verify* is not callable.
     """
+    options = _check_options(auth, audience, service_account, verify, unwrapped)
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
-            rejected = _authenticate(audience, service_account)
+            state = app_state(what="@push_endpoint")
+            rejected, claims = _authenticate(state, options)
             if rejected is not None:
                 return rejected
-            body = request.get_json(silent=True, force=True)
-            try:
-                message = parse_push_envelope(body)
-            except EnvelopeError as exc:
-                log.warning("cloudclients: push to %s refused (400): %s", request.path, exc)
-                return _error(400, "malformed push envelope", str(exc))
+            message = _read_message(options)
+            if isinstance(message, Response):
+                return message
+            if claims:
+                message = dataclasses.replace(message, claims=MappingProxyType(dict(claims)))
             result = func(message, *args, **kwargs)
             if result is None:
                 return Response(status=204)
             return make_response(result)
 
+        setattr(wrapper, _WRAPPER_MARK, options)
+        # Marks the original too, after functools.wraps copied its attributes:
+        # the audit recognises it if a route serves it instead of the wrapper.
+        setattr(func, _ORIGINAL_MARK, wrapper)
         return cast(F, wrapper)
 
     if view is not None:
@@ -105,37 +189,137 @@ def push_endpoint(
     return decorate
 
 
-def _authenticate(audience: str | None, service_account: str | None) -> Response | None:
-    """Return an error response, or ``None`` when the request may proceed."""
-    state = app_state(what="@push_endpoint")
-    settings = state.settings
-    audience = audience or settings.push_audience
-    account = service_account or settings.push_service_account
-    header = request.headers.get("Authorization", "")
+def _check_options(
+    auth: str | None, audience: str | None, service_account: str | None, verify: Verifier | None, unwrapped: bool
+) -> _Options:
+    if auth is not None and auth not in PUSH_AUTH_MODES:
+        raise ValueError(f"push_endpoint(auth={auth!r}) is not one of {', '.join(map(repr, PUSH_AUTH_MODES))}.")
+    if verify is not None:
+        if not callable(verify):
+            raise TypeError(f"push_endpoint(verify={verify!r}) is not callable. Fix: pass a function of the request.")
+        if auth is not None or audience is not None or service_account is not None:
+            raise ValueError(
+                "push_endpoint(verify=…) replaces token verification; it cannot be combined with auth=, audience= "
+                "or service_account=. Fix: check the token inside your verifier, or drop verify=."
+            )
+    try:
+        audience = None if audience is None else word(audience)
+        service_account = None if service_account is None else email(service_account)
+    except InvalidValueError as exc:
+        which = "audience" if audience is not None and service_account is None else "audience/service_account"
+        raise ValueError(f"push_endpoint({which}=…) {exc.problem}.") from None
+    if not isinstance(unwrapped, bool):
+        raise TypeError(f"push_endpoint(unwrapped={unwrapped!r}) must be True or False.")
+    return _Options(auth, audience, service_account, verify, unwrapped)
 
+
+# -- authentication ------------------------------------------------------------------
+
+
+def plan_for(settings: Settings, options: _Options) -> _Plan:
+    """How an endpoint with *options* authenticates in an app with *settings*."""
+    if options.verify is not None:
+        return _Plan("custom", verify=options.verify)
+    audience = options.audience or settings.push_audience
+    account = options.service_account or settings.push_service_account
+    mode = options.auth or ("oidc" if options.audience else settings.push_auth)
+    if mode is None:
+        return _Plan(None, problem=(
+            "push authentication is not configured. Fix: set CLOUDCLIENTS_PUSH_AUDIENCE to the push "
+            "subscription's OIDC audience (CLOUDCLIENTS_PUSH_AUTH=oidc), or CLOUDCLIENTS_PUSH_AUTH to "
+            "'oidc_or_emulator', 'platform' (behind Cloud Run IAM or IAP) or 'unauthenticated' (emulator only), "
+            "or pass verify= to @push_endpoint"))
+    if mode in ("oidc", "oidc_or_emulator") and audience is None:
+        if mode == "oidc_or_emulator" and settings.pubsub_emulator:
+            return _Plan(mode)  # tokenless emulator pushes pass; a token could not be checked
+        return _Plan(None, problem=(
+            f"push authentication {mode!r} needs an audience. Fix: set CLOUDCLIENTS_PUSH_AUDIENCE (usually the "
+            "endpoint URL) or pass audience= to @push_endpoint"))
+    if mode == "unauthenticated" and not settings.pubsub_emulator:
+        return _Plan(None, problem=(
+            "auth='unauthenticated' is only allowed against the Pub/Sub emulator and none is configured. Fix: use "
+            "'oidc_or_emulator', or 'platform' behind Cloud Run IAM or IAP"))
+    return _Plan(mode, audience=audience, service_account=account)
+
+
+def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response | None, Mapping[str, Any]]:
+    """Return ``(error response or None, claims)``."""
+    plan = plan_for(state.settings, options)
+    if plan.mode is None:
+        log.error("cloudclients: push to %s refused (500): %s.", request.path, plan.problem)
+        return _error(500, "push authentication not configured", plan.problem or ""), {}
+    if plan.mode == "custom":
+        assert plan.verify is not None
+        verdict = plan.verify(request)  # an HTTPException it raises is the answer
+        if not verdict:
+            return _reject(TokenRejectedError(401, "the request was refused by the endpoint's verifier")), {}
+        return None, verdict if isinstance(verdict, Mapping) else {}
+    if plan.mode == "platform":
+        return None, {}
+    header = request.headers.get("Authorization", "")
     if not header:
-        if settings.push_allow_unauthenticated:
-            return None
-        if audience is None:
-            return _not_configured()
-        return _reject(TokenRejectedError(401, "no bearer token (Authorization header missing)"))
-    if audience is None:
-        if settings.push_allow_unauthenticated:
-            # Emulator mode without an audience: nothing to check the token against.
-            return None
-        return _not_configured()
+        if plan.mode == "unauthenticated" or (plan.mode == "oidc_or_emulator" and state.settings.pubsub_emulator):
+            return None, {}
+        return _reject(TokenRejectedError(401, "no bearer token (Authorization header missing)")), {}
+    if plan.audience is None:  # emulator modes without an audience: nothing to check a token against
+        return None, {}
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return _reject(TokenRejectedError(401, "the Authorization header is not 'Bearer <token>'"))
+        return _reject(TokenRejectedError(401, "the Authorization header is not 'Bearer <token>'")), {}
     try:
-        state.verifier.verify(token.strip(), audience=audience, service_account=account)
+        claims = state.verifier.verify(token.strip(), audience=plan.audience, service_account=plan.service_account)
     except TokenRejectedError as exc:
-        return _reject(exc)
+        return _reject(exc), {}
     except CertsUnavailableError as exc:
         log.error("cloudclients: push to %s not verified: %s; answering 503 so that Pub/Sub retries",
                   request.path, exc)
-        return _error(503, "token verification unavailable", "the signing certificates could not be fetched")
-    return None
+        return _error(503, "token verification unavailable", "the signing certificates could not be fetched"), {}
+    return None, claims
+
+
+# -- the body -----------------------------------------------------------------------------
+
+
+def _read_message(options: _Options) -> ReceivedMessage | Response:
+    unwrapped = options.unwrapped or f"{UNWRAPPED_METADATA_PREFIX}message-id" in request.headers
+    limit = MAX_UNWRAPPED_BYTES if unwrapped else MAX_WRAPPED_BYTES
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        return _too_large(limit)
+    try:
+        if unwrapped:
+            return from_unwrapped(body, request.headers.items())
+        return parse_push_envelope(_json(body))
+    except EnvelopeError as exc:
+        log.warning("cloudclients: push to %s refused (400): %s", request.path, exc)
+        response = _error(400, "malformed push envelope", str(exc))
+        response.set_data(json.dumps({"error": "malformed push envelope", "detail": str(exc),
+                                      "problems": exc.problems}))
+        return response
+
+
+def _json(body: bytes) -> Any:
+    if not body.strip():
+        raise EnvelopeError(["the body is empty (is this a Pub/Sub push?)"])
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise EnvelopeError(["the body's JSON is nested too deeply to be a push envelope"]) from None
+    except ValueError:
+        raise EnvelopeError([
+            "the body is not JSON. If the subscription uses payload unwrapping (no_wrapper) without "
+            "write_metadata, pass unwrapped=True to @push_endpoint"
+        ]) from None
+
+
+def _too_large(limit: int) -> Response:
+    log.warning("cloudclients: push to %s refused (413): body over %d bytes", request.path, limit)
+    return _error(413, "push body too large", f"more than {limit} bytes; the service never sends that much")
+
+
+# -- responses ---------------------------------------------------------------------------
 
 
 def _reject(exc: TokenRejectedError) -> Response:
@@ -146,19 +330,48 @@ def _reject(exc: TokenRejectedError) -> Response:
     return response
 
 
-def _not_configured() -> Response:
-    log.error(
-        "cloudclients: push to %s refused (500): push authentication is not configured. Fix: set "
-        "CLOUDCLIENTS_PUSH_AUDIENCE to the push subscription's OIDC audience (and "
-        "CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT to its service account), or, against the emulator only, "
-        "CLOUDCLIENTS_PUSH_ALLOW_UNAUTHENTICATED=True.", request.path,
-    )
-    return _error(500, "push authentication not configured",
-                  "set CLOUDCLIENTS_PUSH_AUDIENCE (see the server log)")
-
-
 def _error(status: int, error: str, detail: str) -> Response:
     response = jsonify(error=error, detail=detail)
     response.status_code = status
     return response
 
+
+# -- the start-up audit ------------------------------------------------------------------
+
+
+def audit_push_endpoints(app: Flask, *, repair: bool = False) -> list[str]:
+    """Return one line per push endpoint of *app* that can never accept a push,
+    and per route that serves a view ``@push_endpoint`` wrapped *after* the
+    route was registered (the decorators in the wrong order).
+
+    With *repair*, such a route is pointed at a view that answers 500 with
+    the fix (Flask would otherwise call the undecorated view, which fails
+    with a ``TypeError``). Run by ``init_app``'s first-request hook and by
+    ``flask cloudclients status``.
+    """
+    state = app_state(app)
+    problems: list[str] = []
+    for endpoint, view in list(app.view_functions.items()):
+        options = getattr(view, _WRAPPER_MARK, None)
+        if isinstance(options, _Options):
+            plan = plan_for(state.settings, options)
+            if plan.mode is None:
+                problems.append(f"push endpoint {endpoint!r} can never accept a push: {plan.problem}.")
+            elif plan.mode == "platform" and options.auth == "platform":
+                log.warning("cloudclients: push endpoint %r accepts requests without checking a token "
+                            "(auth='platform'): Cloud Run IAM or IAP must authenticate every request", endpoint)
+        elif getattr(view, _ORIGINAL_MARK, None) is not None:
+            fix = (f"route {endpoint!r} serves the undecorated view: @push_endpoint is above @app.route. "
+                   "Fix: put @push_endpoint under the route decorator.")
+            problems.append(fix)
+            if repair:
+                app.view_functions[endpoint] = _misordered(fix)
+    return problems
+
+
+def _misordered(fix: str) -> Callable[..., Response]:
+    def misordered(*args: Any, **kwargs: Any) -> Response:
+        log.error("cloudclients: push to %s refused (500): %s", request.path, fix)
+        return _error(500, "push endpoint misconfigured", fix)
+
+    return misordered

@@ -64,6 +64,8 @@ class CloudClientsState:
     extension: Any
     subscriptions: SubscriptionGroup = field(default_factory=SubscriptionGroup)
     verifier: OidcVerifier = field(init=False)
+    #: Whether this process checked the app's push endpoints (on its first request).
+    audited: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.verifier = OidcVerifier(self.settings.push_certs_url)

@@ -67,7 +67,13 @@ def subscribe(
         cloudclients is not initialised on the app.
     """
     state = app_state(app, what="cloudclients.subscribe() without app=")
-    name = resolve_subscription(subscription, state.settings.project)
+    resolve_subscription(subscription, "syntax-check")  # a malformed name fails here, at declaration
+    registry = state.registry
+
+    def name() -> str:
+        # Resolved when the stream starts, in the worker: discovering the project
+        # may ask the metadata server, which a preload master must never do.
+        return resolve_subscription(subscription, lambda: registry.project)
     flask_app: Flask = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
 
     def in_app_context(message: ReceivedMessage) -> Any:
@@ -76,7 +82,7 @@ def subscribe(
 
     first = len(state.subscriptions) == 0
     background = BackgroundSubscription(
-        state.registry, name, in_app_context, max_messages=max_messages, max_bytes=max_bytes,
+        registry, name, in_app_context, max_messages=max_messages, max_bytes=max_bytes,
         max_lease_duration=max_lease_duration, max_workers=max_workers, group=state.subscriptions,
     )
     if first:

@@ -46,11 +46,12 @@ from ._config import Settings
 from ._emulators import (
     EmulatorNotInstalledError,
     EmulatorProcess,
+    free_port,
     start_pubsub_emulator,
     start_storage_emulator,
 )
 
-__all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
+__all__ = ["TEST_PROJECT", "TopicHandle", "free_port", "pull_messages"]
 
 TEST_PROJECT = "cloudclients-test"
 

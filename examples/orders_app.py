@@ -41,13 +41,12 @@ def create_app() -> Flask:
     app = Flask(__name__)
     app.config["ORDERS_TOPIC"] = os.environ.get("ORDERS_TOPIC", "orders")
     app.config["RECEIPTS_BUCKET"] = os.environ.get("RECEIPTS_BUCKET", "receipts")
-    if os.environ.get("PUBSUB_EMULATOR_HOST"):
-        # The emulator cannot sign push tokens; cloudclients allows this only in emulator mode.
-        app.config["CLOUDCLIENTS_PUSH_ALLOW_UNAUTHENTICATED"] = True
-    else:
-        app.config["CLOUDCLIENTS_PUSH_AUDIENCE"] = os.environ["PUSH_AUDIENCE"]
-        if os.environ.get("PUSH_SERVICE_ACCOUNT"):
-            app.config["CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT"] = os.environ["PUSH_SERVICE_ACCOUNT"]
+    # One setting for local runs and production: push tokens are verified when present, and
+    # tokenless pushes pass only while a Pub/Sub emulator is configured.
+    app.config["CLOUDCLIENTS_PUSH_AUTH"] = "oidc_or_emulator"
+    for key in ("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"):
+        if os.environ.get(key):
+            app.config[f"CLOUDCLIENTS_{key}"] = os.environ[key]
     cloudclients.init_app(app)  # validates every setting here, builds no client
     app.register_blueprint(health_blueprint())
 

@@ -17,7 +17,6 @@ OK = {P + "PROJECT": "my-project-1"}
 
 INVALID: list[tuple[str, dict[str, Any], dict[str, str], str, str]] = [
     # (id, config, environ, key expected in message, value expected in message)
-    ("no-project", {}, {}, "CLOUDCLIENTS_PROJECT", "GOOGLE_CLOUD_PROJECT"),
     ("project-uppercase", {P + "PROJECT": "My Project"}, {}, P + "PROJECT", "'My Project'"),
     ("project-number", {P + "PROJECT": 123456789}, {}, P + "PROJECT", "123456789"),
     ("env-project-bad", {}, {"GOOGLE_CLOUD_PROJECT": "x"}, "GOOGLE_CLOUD_PROJECT", "'x'"),
@@ -102,7 +101,7 @@ def test_defaults_and_environment_fallbacks() -> None:
     assert s.project == "env-project"
     assert s.pubsub_emulator_host == "localhost:8085"
     assert s.storage_emulator_host == "http://localhost:9023"
-    assert (s.publish_timeout, s.batch_max_messages, s.storage_pool_size) == (30.0, 100, 32)
+    assert (s.publish_timeout, s.batch_max_messages, s.storage_pool_size, s.storage_timeout) == (10.0, 100, 32, 10.0)
     assert s.pubsub_emulator and s.storage_emulator and not s.production
 
 

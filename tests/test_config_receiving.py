@@ -24,10 +24,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("audience-list", {**OK, P + "PUSH_AUDIENCE": ["https://a"]}, P + "PUSH_AUDIENCE", "['https://a']"),
     ("account-not-email", {**AUD, P + "PUSH_SERVICE_ACCOUNT": "push-invoker"}, P + "PUSH_SERVICE_ACCOUNT",
      "'push-invoker'"),
-    ("allow-unauthenticated-without-emulator", {**OK, P + "PUSH_ALLOW_UNAUTHENTICATED": True},
-     P + "PUSH_ALLOW_UNAUTHENTICATED", "True"),
-    ("allow-unauthenticated-not-bool", {**EMULATOR, P + "PUSH_ALLOW_UNAUTHENTICATED": "perhaps"},
-     P + "PUSH_ALLOW_UNAUTHENTICATED", "'perhaps'"),
+    ("unauthenticated-without-emulator", {**OK, P + "PUSH_AUTH": "unauthenticated"},
+     P + "PUSH_AUTH", "'unauthenticated'"),
+    ("auth-mode-typo", {**EMULATOR, P + "PUSH_AUTH": "odic"}, P + "PUSH_AUTH", "'odic'"),
+    ("auth-mode-not-string", {**EMULATOR, P + "PUSH_AUTH": True}, P + "PUSH_AUTH", "True"),
+    ("account-with-platform", {**OK, P + "PUSH_AUTH": "platform", P + "PUSH_SERVICE_ACCOUNT": "a@b.iam.gserviceaccount.com"},
+     P + "PUSH_SERVICE_ACCOUNT", "'a@b.iam.gserviceaccount.com'"),
     ("certs-url-plain-http-remote", {**OK, P + "PUSH_CERTS_URL": "http://certs.example.com/certs"},
      P + "PUSH_CERTS_URL", "'http://certs.example.com/certs'"),
     ("certs-url-no-scheme", {**OK, P + "PUSH_CERTS_URL": "www.googleapis.com/oauth2/v1/certs"},
@@ -53,12 +55,13 @@ def test_invalid_receiving_setting_is_refused_at_init_app(config: dict[str, Any]
 
 
 def test_receiving_defaults() -> None:
-    """Unset: no audience, no account, tokens required, Google's certificates, 2 s health checks."""
+    """Unset: no mode, no audience, no account, Google's certificates, 2 s health checks; an
+    audience alone means OIDC."""
     s = Settings.from_mapping(OK, {})
-    assert s.push_audience is None and s.push_service_account is None
-    assert s.push_allow_unauthenticated is False
+    assert s.push_auth is None and s.push_audience is None and s.push_service_account is None
     assert s.push_certs_url == "https://www.googleapis.com/oauth2/v1/certs"
     assert s.health_timeout == 2.0
+    assert Settings.from_mapping(AUD, {}).push_auth == "oidc"
 
 
 def test_receiving_values_are_parsed() -> None:
@@ -66,19 +69,17 @@ def test_receiving_values_are_parsed() -> None:
     s = Settings.from_mapping(
         {**EMULATOR, P + "PUSH_AUDIENCE": "https://app.example.com/push",
          P + "PUSH_SERVICE_ACCOUNT": "push@my-project-1.iam.gserviceaccount.com",
-         P + "PUSH_ALLOW_UNAUTHENTICATED": "true", P + "PUSH_CERTS_URL": "http://127.0.0.1:9999/certs",
+         P + "PUSH_AUTH": " OIDC_or_emulator\n", P + "PUSH_CERTS_URL": "http://127.0.0.1:9999/certs",
          P + "HEALTH_TIMEOUT": "0.5"},
         {},
     )
     assert (s.push_audience, s.push_service_account) == (
         "https://app.example.com/push", "push@my-project-1.iam.gserviceaccount.com")
-    assert s.push_allow_unauthenticated is True
+    assert s.push_auth == "oidc_or_emulator"
     assert (s.push_certs_url, s.health_timeout) == ("http://127.0.0.1:9999/certs", 0.5)
 
 
-def test_allow_unauthenticated_accepts_the_emulator_from_the_environment() -> None:
-    """PUBSUB_EMULATOR_HOST from the environment counts as emulator mode for the allowance."""
-    s = Settings.from_mapping(
-        {**OK, P + "PUSH_ALLOW_UNAUTHENTICATED": True}, {"PUBSUB_EMULATOR_HOST": "localhost:8085"}
-    )
-    assert s.push_allow_unauthenticated
+def test_unauthenticated_accepts_the_emulator_from_the_environment() -> None:
+    """PUBSUB_EMULATOR_HOST from the environment counts as emulator mode for PUSH_AUTH=unauthenticated."""
+    s = Settings.from_mapping({**OK, P + "PUSH_AUTH": "unauthenticated"}, {"PUBSUB_EMULATOR_HOST": "localhost:8085"})
+    assert s.push_auth == "unauthenticated"

@@ -34,7 +34,7 @@ def test_fork_storm(fork_support: str | None, cloudclients_env: dict[str, str], 
     assert report["children_ok"] == FORKS, report
     assert report["parent_published_during_storm"] > 0 and report["parent_published_after_storm"] > 0, report
     assert report["parent_errors"] == [], report
-    if fork_support == "0":  # children of a gRPC process cannot use gRPC then: REST (see _factories)
+    if fork_support == "0":  # children of a gRPC process cannot use gRPC then: REST (see cloudclients._google.channels)
         assert report["transports"] == ["PublisherRestTransport"], report
     else:
         assert report["transports"] == ["PublisherGrpcTransport"], report

@@ -151,3 +151,43 @@ def test_outside_a_request_nothing_waits(app: Flask, pubsub_topic: TopicHandle) 
         assert cloudclients.confirm_publishes() == []
         assert future.result(timeout=10)
     assert [m.data for m in pubsub_topic.pull(expected=1)] == [b"job"]
+
+
+# -- one standard for both publish APIs -------------------------------------------------------
+
+
+def test_the_plain_publisher_takes_short_names_and_text(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """get_publisher().publish() accepts what cloudclients.publish() accepts: a short topic name
+    (resolved against the project) and str data (UTF-8)."""
+    with app.app_context():
+        future = cloudclients.get_publisher().publish(pubsub_topic.topic_id, "héllo", kind="text")
+        assert future.result(timeout=10)
+        with pytest.raises(TypeError, match="must be bytes or str, not int"):
+            cloudclients.get_publisher().publish(pubsub_topic.topic_id, 42)  # type: ignore[arg-type]
+    [message] = pubsub_topic.pull(expected=1)
+    assert (message.data, dict(message.attributes)) == ("héllo".encode(), {"kind": "text"})
+
+
+def test_unwaited_plain_publish_failures_are_logged_once_per_burst_and_counted(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Futures of get_publisher().publish() that nobody waits for: a failure is logged at ERROR with
+    the topic and the error (never the data) and counted; a burst of them is one line, not twenty."""
+    @app.post("/fire-and-forget")
+    def fire_and_forget() -> str:
+        cloudclients.get_publisher().publish("missing-topic", b"secret-payload")
+        return "ok"
+
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        for _ in range(20):
+            assert client.post("/fire-and-forget").status_code == 200
+        deadline = time.monotonic() + 15
+        while publisher_metrics(app)["failed"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert publisher_metrics(app)["failed"] == 20
+    lines = [r.getMessage() for r in caplog.records if "missing-topic" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"projects/{TEST_PROJECT}/topics/missing-topic" in lines[0] and "NotFound" in lines[0]
+    assert "nobody waited" in lines[0]
+    assert all("secret-payload" not in r.getMessage() for r in caplog.records)

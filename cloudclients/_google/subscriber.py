@@ -1,0 +1,57 @@
+"""The process's subscriber, and streaming pulls for background subscriptions."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+from google.cloud import pubsub_v1
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport, SubscriberRestTransport
+
+from .._config import Settings
+from .channels import pubsub_transport
+
+__all__ = ["build_subscriber", "close_subscriber", "start_streaming_pull"]
+
+
+def build_subscriber(settings: Settings) -> pubsub_v1.SubscriberClient:
+    """Build the process's subscriber from *settings*."""
+    return pubsub_v1.SubscriberClient(
+        transport=pubsub_transport(settings, SubscriberGrpcTransport, SubscriberRestTransport)
+    )
+
+
+def close_subscriber(client: pubsub_v1.SubscriberClient, timeout: float) -> None:
+    """Close the subscriber's transport (open streaming pulls end)."""
+    client.close()
+
+
+def start_streaming_pull(
+    client: pubsub_v1.SubscriberClient,
+    subscription: str,
+    callback: Callable[[Any], None],
+    *,
+    max_messages: int,
+    max_bytes: int,
+    max_lease_duration: float,
+    max_workers: int,
+) -> Any:
+    """Open a streaming pull on *subscription* and return its ``StreamingPullFuture``.
+
+    Flow control bounds what is leased but not yet acked or nacked; callbacks
+    run on a pool of *max_workers* threads, and cancelling waits for running
+    callbacks (``await_callbacks_on_shutdown``) so that none is cut off mid-way.
+    """
+    from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloudclients-sub")
+    return client.subscribe(
+        subscription,
+        callback,
+        flow_control=pubsub_v1.types.FlowControl(
+            max_messages=max_messages, max_bytes=max_bytes, max_lease_duration=max_lease_duration
+        ),
+        scheduler=ThreadScheduler(executor=executor),
+        await_callbacks_on_shutdown=True,
+    )

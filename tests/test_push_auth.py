@@ -1,0 +1,184 @@
+"""Push authentication modes, chosen explicitly and checked before any push arrives: OIDC (claims
+reach the view), OIDC-or-emulator (one setting for local and production), platform-authenticated
+(Cloud Run IAM / IAP), unauthenticated (emulator only) and a custom verifier; endpoints that can
+never accept anything, and the decorator-order mistake, are reported when the app starts serving."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, Request, abort
+
+from cloudclients import CloudClients, ConfigError, ReceivedMessage, push_endpoint
+from cloudclients.testing import TEST_PROJECT
+from tests.oidc import SERVICE_ACCOUNT, LocalIssuer
+
+AUDIENCE = "https://orders.example.com/push"
+EMULATOR = "127.0.0.1:1"
+BODY = {"message": {"data": base64.b64encode(b"hi").decode(), "messageId": "1"}}
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer()
+    yield issuer
+    issuer.stop()
+
+
+def make_app(**config: Any) -> tuple[Flask, list[ReceivedMessage]]:
+    app = Flask(__name__)
+    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
+                       **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
+    CloudClients(app)
+    seen: list[ReceivedMessage] = []
+
+    @app.post("/push")
+    @push_endpoint
+    def push(message: ReceivedMessage) -> None:
+        seen.append(message)
+
+    return app, seen
+
+
+def post(app: Flask, token: str | None = None, path: str = "/push", body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return app.test_client().post(path, json=BODY if body is None else body, headers=headers)
+
+
+def test_oidc_claims_reach_the_view(issuer: LocalIssuer) -> None:
+    """A verified token's claims (email, sub, aud) are on message.claims."""
+    app, seen = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
+    assert post(app, issuer.token(AUDIENCE)).status_code == 204
+    claims = seen[0].claims
+    assert (claims["email"], claims["sub"], claims["aud"]) == (SERVICE_ACCOUNT, "1234567890", AUDIENCE)
+    assert post(app).status_code == 401
+
+
+def test_oidc_or_emulator_needs_no_if_else_between_local_and_production(issuer: LocalIssuer) -> None:
+    """The same settings: with an emulator configured a tokenless push passes (and a bad token is
+    still refused); without one, the same push is 401."""
+    local, seen = make_app(PUSH_AUTH="oidc_or_emulator", PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url,
+                           PUBSUB_EMULATOR_HOST=EMULATOR)
+    assert post(local).status_code == 204
+    assert post(local, "not.a.token").status_code == 401
+    assert post(local, issuer.token(AUDIENCE)).status_code == 204
+    production, _ = make_app(PUSH_AUTH="oidc_or_emulator", PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
+    assert post(production).status_code == 401
+    assert len(seen) == 2
+
+
+def test_platform_mode_accepts_without_a_token_and_warns_once_at_init_app(caplog: pytest.LogCaptureFixture) -> None:
+    """Behind Cloud Run IAM or IAP the app checks no token; init_app says so once, at WARNING."""
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        app, seen = make_app(PUSH_AUTH="platform")
+    warnings = [r for r in caplog.records if "PUSH_AUTH=platform" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert post(app).status_code == 204
+    assert post(app).status_code == 204
+    assert len(seen) == 2
+    assert len([r for r in caplog.records if "PUSH_AUTH=platform" in r.getMessage()]) == 1
+
+
+def test_unauthenticated_is_refused_at_init_app_without_an_emulator() -> None:
+    """PUSH_AUTH=unauthenticated without a Pub/Sub emulator is a ConfigError at init_app, naming the
+    modes to use instead — not a surprise when pushes arrive."""
+    with pytest.raises(ConfigError, match=r"CLOUDCLIENTS_PUSH_AUTH='unauthenticated'.*oidc_or_emulator"):
+        make_app(PUSH_AUTH="unauthenticated")
+    app, seen = make_app(PUSH_AUTH="unauthenticated", PUBSUB_EMULATOR_HOST=EMULATOR)
+    assert post(app).status_code == 204 and len(seen) == 1
+
+
+def test_a_custom_verifier_runs_before_the_body_is_read() -> None:
+    """verify= checks a shared token in the query string (as the App Engine samples do): right token
+    → handled; wrong token → 401 even with a malformed body; abort(403) inside → 403; a mapping it
+    returns becomes message.claims."""
+    app = Flask(__name__)
+    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False})
+    CloudClients(app)
+    seen: list[ReceivedMessage] = []
+
+    def shared_token(request: Request) -> Any:
+        if request.args.get("token") == "forbidden":
+            abort(403)
+        return {"via": "shared-token"} if request.args.get("token") == "s3cret" else False
+
+    @app.post("/push")
+    @push_endpoint(verify=shared_token)
+    def push(message: ReceivedMessage) -> None:
+        seen.append(message)
+
+    client = app.test_client()
+    assert client.post("/push?token=s3cret", json=BODY).status_code == 204
+    assert dict(seen[0].claims) == {"via": "shared-token"}
+    assert client.post("/push?token=wrong", data=b"not json").status_code == 401
+    assert client.post("/push?token=forbidden", json=BODY).status_code == 403
+    assert client.post("/push?token=s3cret", data=b"not json").status_code == 400
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"auth": "open"}, ValueError),
+        ({"verify": "not callable"}, TypeError),
+        ({"verify": lambda r: True, "audience": AUDIENCE}, ValueError),
+        ({"audience": "has spaces in it"}, ValueError),
+        ({"service_account": "not-an-email"}, ValueError),
+        ({"unwrapped": "yes"}, TypeError),
+    ],
+    ids=["unknown-mode", "verify-not-callable", "verify-and-audience", "bad-audience", "bad-account", "unwrapped"],
+)
+def test_decorator_misuse_fails_at_import(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    """A bad push_endpoint() argument raises when the module is imported, not when a push arrives."""
+    with pytest.raises(error, match="push_endpoint"):
+        push_endpoint(**kwargs)
+
+
+def test_an_endpoint_that_can_never_accept_is_reported_when_the_app_starts_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No mode and no audience: the first request the app serves logs an ERROR naming the endpoint
+    and the fix, and every push to it answers 500 (Pub/Sub keeps the messages)."""
+    app, seen = make_app()
+    app.get("/health")(lambda: "ok")
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        assert app.test_client().get("/health").status_code == 200
+    [report] = [r for r in caplog.records if "can never accept" in r.getMessage()]
+    assert "'push'" in report.getMessage() and "CLOUDCLIENTS_PUSH_AUDIENCE" in report.getMessage()
+    response = post(app)
+    assert response.status_code == 500 and "CLOUDCLIENTS_PUSH_AUDIENCE" in response.get_json()["detail"]
+    assert seen == []
+
+
+def test_the_decorator_order_mistake_is_caught_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    """@push_endpoint above @app.route leaves the route serving the undecorated view: the app
+    reports it on its first request, and the route answers 500 naming the fix instead of a
+    TypeError from calling the view without a message."""
+    app = Flask(__name__)
+    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
+                       "CLOUDCLIENTS_PUSH_AUTH": "platform"})
+    CloudClients(app)
+
+    @push_endpoint
+    @app.post("/push")
+    def push(message: ReceivedMessage) -> None:  # pragma: no cover - never called
+        raise AssertionError("the undecorated view must not run")
+
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        response = post(app)
+    assert response.status_code == 500
+    assert "put @push_endpoint under the route decorator" in response.get_json()["detail"]
+    assert any("@push_endpoint is above @app.route" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_status_lists_push_problems(issuer: LocalIssuer) -> None:
+    """`flask cloudclients status` shows the push authentication and every endpoint problem."""
+    app, _ = make_app()
+    result = app.test_cli_runner().invoke(args=["cloudclients", "status"])
+    assert result.exit_code == 0, result.output
+    assert "push auth: not configured" in result.output
+    assert "PROBLEM: push endpoint 'push' can never accept a push" in result.output
