@@ -40,7 +40,7 @@ def test_a_credentials_file_in_app_config_is_honoured(tmp_path: Path) -> None:
     path = tmp_path / "key.json"
     path.write_text('{"type": "authorized_user", "client_id": "x", "client_secret": "y", "refresh_token": "z"}')
     assert settings({"GOOGLE_APPLICATION_CREDENTIALS": str(path)}).credentials_file == str(path)
-    with pytest.raises(ConfigError, match="GOOGLE_APPLICATION_CREDENTIALS='/nonexistent.json' \\(from app.config\\)"):
+    with pytest.raises(ConfigError, match=r"GOOGLE_APPLICATION_CREDENTIALS='/nonexistent.json' \(from app.config\)"):
         settings({"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json"})
 
 
