@@ -36,7 +36,8 @@ OWN = {"cloudclients", "cloudclients-emulator"}
 DEV_TOOLS = ["pytest-timeout", "cryptography"]
 
 # Imported by cloudclients or the emulator (grpc, google.auth, google.api_core, google.protobuf,
-# werkzeug, click) or moving in lockstep with those; declared by our dependencies, not by us.
+# werkzeug, click) or moving in lockstep with those. Those we declare get their floor pinned; the
+# rest land on the lowest version our dependencies' floors allow.
 GOOGLE_STACK = [
     "grpcio",
     "grpcio-status",
