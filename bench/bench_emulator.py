@@ -43,7 +43,7 @@ import grpc
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import ListTopicsRequest, ListTopicsResponse
 
-from cloudclients._emulators import free_port, official_pubsub_emulator, start_pubsub_emulator
+from cloudclients.testing import free_port, official_pubsub_emulator, start_pubsub_emulator
 
 PROJECT = "bench-project"
 PAYLOAD = 100

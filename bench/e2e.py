@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from google.api_core.exceptions import AlreadyExists
 
 from cloudclients import ClientRegistry, Settings
-from cloudclients._emulators import EmulatorProcess, free_port, stop_process_group
+from cloudclients.testing import EmulatorProcess, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "bench-project"

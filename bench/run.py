@@ -95,7 +95,7 @@ def _ratio_line(label: str, ratio: float, target: str, met: bool) -> str:
 
 def e2e_sections(seconds: float) -> list[str]:
     from bench import e2e
-    from cloudclients._emulators import start_pubsub_emulator
+    from cloudclients.testing import start_pubsub_emulator
 
     print("Starting the Pub/Sub emulator for the end-to-end benchmarks ...", file=sys.stderr, flush=True)
     pubsub = start_pubsub_emulator("cloudclients", project=e2e.PROJECT)

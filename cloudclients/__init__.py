@@ -17,6 +17,7 @@ from ._background import BackgroundSubscription, SubscriptionState, Subscription
 from ._clients import ClientRegistry
 from ._config import ConfigError, Settings
 from ._flask import CloudClients
+from ._gevent import GeventStatus, gevent_status
 from ._health import health_blueprint, health_report
 from ._message import ReceivedMessage
 from ._publish import PublishError, PublishFailure, confirm_publishes, publish
@@ -36,6 +37,7 @@ __all__ = [
     "CloudClients",
     "CloudClientsState",
     "ConfigError",
+    "GeventStatus",
     "PingResult",
     "PublishError",
     "PublishFailure",
@@ -54,6 +56,7 @@ __all__ = [
     "get_publisher",
     "get_storage",
     "get_subscriber",
+    "gevent_status",
     "gunicorn_post_worker_init",
     "gunicorn_worker_exit",
     "health_blueprint",

@@ -22,8 +22,9 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import TypedDict
 
-__all__ = ["grpc_gevent_enabled", "monkey_patched", "prepare_grpc"]
+__all__ = ["GeventStatus", "gevent_status", "grpc_gevent_enabled", "monkey_patched", "prepare_grpc"]
 
 log = logging.getLogger("cloudclients")
 
@@ -50,6 +51,24 @@ def monkey_patched() -> bool:
 def grpc_gevent_enabled() -> bool:
     """True once :func:`prepare_grpc` switched gRPC to gevent mode in this process."""
     return _State.enabled
+
+
+class GeventStatus(TypedDict):
+    """What :func:`gevent_status` returns."""
+
+    #: gevent has monkey-patched ``socket`` in this process.
+    patched: bool
+    #: cloudclients switched gRPC to gevent mode in this process (before its first client).
+    grpc_gevent: bool
+
+
+def gevent_status() -> GeventStatus:
+    """Whether this process runs under gevent and gRPC was switched to gevent mode.
+
+    For diagnostics (a stats endpoint, a test): under ``gunicorn -k gevent`` both
+    are true once the worker built its first client.
+    """
+    return {"patched": monkey_patched(), "grpc_gevent": grpc_gevent_enabled()}
 
 
 def prepare_grpc(init: Callable[[], None], grpc_used_here: bool) -> bool:

@@ -54,6 +54,7 @@ data ever appears in a response or a log line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -181,7 +182,8 @@ def push_endpoint(
         setattr(wrapper, _WRAPPER_MARK, options)
         # Marks the original too, after functools.wraps copied its attributes:
         # the audit recognises it if a route serves it instead of the wrapper.
-        setattr(func, _ORIGINAL_MARK, wrapper)
+        with contextlib.suppress(AttributeError, TypeError):  # a builtin (list.append) takes no attributes
+            setattr(func, _ORIGINAL_MARK, wrapper)
         return cast(F, wrapper)
 
     if view is not None:

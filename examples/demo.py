@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cloudclients import ClientRegistry, Settings
-from cloudclients._emulators import free_port, stop_process_group
-from cloudclients.testing import pull_messages
+from cloudclients.testing import free_port, pull_messages, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-project"

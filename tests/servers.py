@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudclients._emulators import free_port, stop_process_group
+from cloudclients.testing import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 

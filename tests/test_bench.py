@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import e2e
-from cloudclients._emulators import EmulatorProcess
+from cloudclients.testing import EmulatorProcess
 
 pytestmark = pytest.mark.slow
 

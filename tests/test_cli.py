@@ -12,8 +12,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from cloudclients import ClientRegistry, CloudClients
-from cloudclients._emulators import EmulatorProcess
-from cloudclients.testing import TEST_PROJECT, pull_messages
+from cloudclients.testing import TEST_PROJECT, EmulatorProcess, pull_messages
 
 PLANTED_KEY = "-----BEGIN PRIVATE KEY-----\nPLANTED-CLI-KEY-0f9e8d\n-----END PRIVATE KEY-----\n"
 

@@ -16,8 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from cloudclients import ClientRegistry, Settings
-from cloudclients._emulators import start_pubsub_emulator
-from cloudclients.testing import TEST_PROJECT, TopicHandle, pull_messages
+from cloudclients.testing import TEST_PROJECT, TopicHandle, pull_messages, start_pubsub_emulator
 from tests.helpers import wait_for
 from tests.servers import Load, Outcome, gunicorn
 

@@ -16,8 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from cloudclients import ClientRegistry
-from cloudclients._gevent import grpc_gevent_enabled, monkey_patched
+from cloudclients import ClientRegistry, gevent_status
 from cloudclients.testing import TopicHandle
 from tests.servers import gunicorn
 
@@ -29,8 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_unpatched_process_keeps_grpc_as_is(emulator_registry: ClientRegistry) -> None:
     """Without monkey-patching, building clients does not switch gRPC to gevent mode."""
     emulator_registry.get("publisher")
-    assert not monkey_patched()
-    assert not grpc_gevent_enabled()
+    assert gevent_status() == {"patched": False, "grpc_gevent": False}
 
 
 @pytest.mark.slow

@@ -16,8 +16,7 @@ from flask import Flask
 
 import cloudclients
 from cloudclients import ClientRegistry, CloudClients, Settings
-from cloudclients._emulators import EmulatorProcess, free_port
-from cloudclients.testing import TEST_PROJECT
+from cloudclients.testing import TEST_PROJECT, EmulatorProcess, free_port
 from tests.servers import gunicorn
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudclients._emulators import start_pubsub_emulator
+from cloudclients.testing import start_pubsub_emulator
 
 pytestmark = pytest.mark.slow
 

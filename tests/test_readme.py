@@ -52,3 +52,12 @@ def test_every_public_name_is_documented() -> None:
     docs = README.read_text() + "".join(p.read_text() for p in (README.parent / "docs").glob("*.md"))
     missing = [name for name in cloudclients.__all__ if not re.search(rf"\b{re.escape(name)}\b", docs)]
     assert missing == []
+
+
+def test_every_public_testing_name_is_documented() -> None:
+    """Each name in cloudclients.testing.__all__ appears in docs/api.md."""
+    import cloudclients.testing
+
+    api = (README.parent / "docs" / "api.md").read_text()
+    missing = [name for name in cloudclients.testing.__all__ if f"`{name}" not in api]
+    assert missing == []

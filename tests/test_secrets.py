@@ -82,6 +82,7 @@ def scan(texts: list[str], secrets: list[str]) -> list[tuple[str, str]]:
     return [(secret[:12], text[:200]) for text in texts for secret in secrets if secret in text]
 
 
+@pytest.mark.cloudclients_allow_production  # real credentials (a planted key), calls refused on loopback
 def test_no_secret_in_reprs_logs_or_errors(
     key_file: tuple[Path, list[str]], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

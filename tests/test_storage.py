@@ -7,8 +7,7 @@ from collections.abc import Callable
 from flask import Flask, request
 
 from cloudclients import CloudClients, get_storage
-from cloudclients._emulators import EmulatorProcess
-from cloudclients.testing import TEST_PROJECT
+from cloudclients.testing import TEST_PROJECT, EmulatorProcess
 
 
 def make_app(storage_emulator: EmulatorProcess) -> Flask:

@@ -114,7 +114,7 @@ def pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
     if _transport_kind() == "rest":
         if host is not None:
             return rest_cls(host=f"http://{host}", credentials=anonymous())
-        return rest_cls(credentials=credentials(settings))
+        return rest_cls(credentials=credentials(settings, "the Pub/Sub client"))
     if host is not None:
         # A channel *instance* makes the transport ignore credentials entirely
         # (a channel factory would still look up Application Default Credentials).
@@ -125,4 +125,4 @@ def pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
         # and TLS exactly as it would on its own; we only add the fork gate.
         return _gated(grpc_cls.create_channel(host, **kwargs))
 
-    return grpc_cls(credentials=credentials(settings), channel=channel)
+    return grpc_cls(credentials=credentials(settings, "the Pub/Sub client"), channel=channel)

@@ -12,6 +12,7 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
+from .. import _guard
 from .._config import Settings
 
 __all__ = ["SCOPES", "anonymous", "credentials", "discover_project"]
@@ -32,8 +33,12 @@ def _file_info(path: str) -> dict[str, Any]:
         return cast(dict[str, Any], json.load(fh))
 
 
-def credentials(settings: Settings) -> Credentials:
-    """The credentials for the real services: ``CLOUDCLIENTS_CREDENTIALS_FILE``, else ADC."""
+def credentials(settings: Settings, what: str = "a client") -> Credentials:
+    """The credentials for the real services: ``CLOUDCLIENTS_CREDENTIALS_FILE``, else ADC.
+
+    :raises RuntimeError: during a test run that refuses production (``cloudclients.testing``).
+    """
+    _guard.check(what)
     path = settings.credentials_file
     if not path:
         default, _ = google.auth.default(scopes=SCOPES)
@@ -63,6 +68,7 @@ def discover_project(settings: Settings) -> str | None:
     """
     if settings.pubsub_emulator and settings.storage_emulator:
         return None
+    _guard.check("project discovery")
     if settings.credentials_file:
         info = _file_info(settings.credentials_file)
         project = info.get("project_id") or info.get("quota_project_id")

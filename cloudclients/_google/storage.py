@@ -58,7 +58,7 @@ def build_storage(settings: Settings, project: Callable[[], str]) -> storage.Cli
             client_options={"api_endpoint": settings.storage_emulator_host},
             _http=_session(settings, None),
         )
-    creds = credentials(settings)
+    creds = credentials(settings, "the Storage client")
     return storage.Client(project=_project_or_none(project), credentials=creds, _http=_session(settings, creds))
 
 

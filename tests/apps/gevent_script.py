@@ -14,15 +14,18 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 
-from cloudclients import ClientRegistry, Settings  # noqa: E402
-from cloudclients._gevent import grpc_gevent_enabled  # noqa: E402
+from cloudclients import (  # noqa: E402
+    ClientRegistry,
+    Settings,
+    gevent_status,
+)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     topic = sys.argv[1]
     registry = ClientRegistry.from_settings(Settings.from_mapping({}), name="gevent-script")
-    enabled_before = grpc_gevent_enabled()
+    enabled_before = gevent_status()["grpc_gevent"]
 
     def publish(i: int) -> str:
         return str(registry.publisher.publish(topic, f"g{i}".encode()).result(timeout=20))
@@ -30,7 +33,7 @@ def main() -> None:
     jobs = [gevent.spawn(publish, i) for i in range(20)]
     gevent.joinall(jobs, timeout=60, raise_error=True)
     registry.close(timeout=10)
-    print(json.dumps({"before": enabled_before, "enabled": grpc_gevent_enabled(),
+    print(json.dumps({"before": enabled_before, "enabled": gevent_status()["grpc_gevent"],
                       "ids": [j.value for j in jobs]}))
 
 

@@ -31,7 +31,6 @@ def publish() -> dict[str, object]:
 @app.get("/stats")
 def stats() -> dict[str, object]:
     """Registry statistics and whether gRPC runs in gevent mode in this worker."""
-    from cloudclients._gevent import grpc_gevent_enabled, monkey_patched
-
+    status = cloudclients.gevent_status()
     return {"registry": current_registry().stats(), "pid": os.getpid(),
-            "gevent_patched": monkey_patched(), "grpc_gevent": grpc_gevent_enabled()}
+            "gevent_patched": status["patched"], "grpc_gevent": status["grpc_gevent"]}

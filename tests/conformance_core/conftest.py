@@ -18,7 +18,7 @@ import pytest
 from google.pubsub_v1.types import PublishRequest
 
 from cloudclients import ClientRegistry, Settings
-from cloudclients._emulators import EmulatorNotInstalledError, EmulatorProcess, start_pubsub_emulator
+from cloudclients.testing import EmulatorNotInstalledError, EmulatorProcess, start_pubsub_emulator
 
 PROJECT = "conformance-test"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -26,19 +27,23 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 __all__ = [
     "EmulatorError",
+    "EmulatorKind",
     "EmulatorNotInstalledError",
     "EmulatorProcess",
+    "Emulators",
     "PubSubKind",
     "free_port",
     "official_pubsub_emulator",
     "pubsub_emulator_kinds",
+    "start_emulators",
     "start_pubsub_emulator",
     "start_storage_emulator",
     "stop_process_group",
@@ -287,3 +292,107 @@ def stop_process_group(process: subprocess.Popen[Any], timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout)
+
+
+# -- several emulators at once -------------------------------------------------------------
+
+EmulatorKind = Literal["pubsub", "storage"]
+
+
+@dataclass
+class Emulators:
+    """The emulators of a test session (or of one ``with start_emulators(...)`` block).
+
+    :ivar pubsub: the Pub/Sub emulator, if started.
+    :ivar storage: gcp-storage-emulator, if started.
+    :ivar project: the project their clients should name.
+    """
+
+    pubsub: EmulatorProcess | None
+    storage: EmulatorProcess | None
+    project: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``PUBSUB_EMULATOR_HOST`` / ``STORAGE_EMULATOR_HOST`` for the running emulators."""
+        return {**(self.pubsub.env if self.pubsub else {}), **(self.storage.env if self.storage else {})}
+
+    def reset(self) -> float:
+        """Drop every topic, subscription, snapshot, bucket and object; return the seconds it took.
+
+        This project's emulator empties itself in one call (``POST /admin/reset``); Google's is
+        emptied through its API (every resource of :attr:`project`); gcp-storage-emulator wipes
+        itself (``GET /wipe``).
+        """
+        started = time.monotonic()
+        if self.pubsub is not None:
+            if self.pubsub.kind == "cloudclients":
+                _http(f"http://{self.pubsub.host}/admin/reset", method="POST")
+            else:
+                _empty_pubsub(self.pubsub.host, self.project)
+        if self.storage is not None:
+            _http(f"{self.storage.host}/wipe")
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        """Stop every emulator. Idempotent."""
+        for proc in (self.pubsub, self.storage):
+            if proc is not None:
+                proc.stop()
+
+    def __enter__(self) -> Emulators:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def start_emulators(
+    kinds: Iterable[EmulatorKind] = ("pubsub", "storage"),
+    *,
+    project: str = "test-project",
+    pubsub_kind: PubSubKind | Literal["auto"] = "auto",
+    timeout: float = STARTUP_TIMEOUT,
+) -> Emulators:
+    """Start the named emulators on free loopback ports; use as a context manager::
+
+        with start_emulators(["pubsub", "storage"]) as emulators:
+            os.environ.update(emulators.env)
+
+    :param pubsub_kind: which Pub/Sub emulator (``auto`` prefers this project's).
+    :raises EmulatorError: if one is not installed or does not start in time (any
+        already started are stopped first).
+    :raises ValueError: for an unknown kind.
+    """
+    wanted = list(dict.fromkeys(kinds))
+    unknown = [k for k in wanted if k not in ("pubsub", "storage")]
+    if unknown:
+        raise ValueError(f"unknown emulator kind(s) {unknown}: use 'pubsub' and/or 'storage'")
+    emulators = Emulators(pubsub=None, storage=None, project=project)
+    try:
+        if "pubsub" in wanted:
+            emulators.pubsub = start_pubsub_emulator(pubsub_kind, project=project, timeout=timeout)
+        if "storage" in wanted:
+            emulators.storage = start_storage_emulator(timeout=timeout)
+    except BaseException:
+        emulators.stop()
+        raise
+    return emulators
+
+
+def _http(url: str, method: str = "GET") -> None:
+    request = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def _empty_pubsub(host: str, project: str) -> None:
+    # Google's emulator has no reset: delete what the project holds, over REST (no client needed).
+    base = f"http://{host}/v1/projects/{project}"
+    for collection, key in (("subscriptions", "subscriptions"), ("snapshots", "snapshots"), ("topics", "topics")):
+        with urllib.request.urlopen(f"{base}/{collection}?pageSize=1000", timeout=10) as response:
+            listed = json.loads(response.read() or b"{}").get(key, [])
+        for item in listed:
+            name = item["name"] if isinstance(item, dict) else item
+            with contextlib.suppress(urllib.error.HTTPError):
+                _http(f"http://{host}/v1/{name}", method="DELETE")

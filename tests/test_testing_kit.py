@@ -1,0 +1,300 @@
+"""The testing kit as a user's project meets it: a sample-style app created at import time (and a
+factory app) tested with only the two ini lines, in a pytest run of its own; one clear line when
+an emulator cannot start; no way to reach production by accident; isolation between tests; the
+push helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from cloudclients import CloudClients, ReceivedMessage, push_endpoint
+from cloudclients.testing import (
+    PushTokenIssuer,
+    TopologyError,
+    load_topology,
+    push_envelope,
+    start_emulators,
+)
+
+pytestmark = pytest.mark.slow
+
+INI = """\
+[pytest]
+cloudclients_emulators = pubsub storage
+cloudclients_topology = topology.json
+"""
+
+TOPOLOGY = {"topics": [{"name": "orders", "subscriptions": [{"name": "orders-audit", "ackDeadlineSeconds": 20}]}],
+            "buckets": ["receipts"]}
+
+# A Google-sample-shaped app: created at import, settings from the environment only.
+MAIN = '''
+import os
+from flask import Flask, request
+import cloudclients
+from cloudclients import CloudClients, get_storage
+
+app = Flask(__name__)
+CloudClients(app)
+EMULATOR_AT_IMPORT = os.environ.get("PUBSUB_EMULATOR_HOST")
+
+
+@app.post("/orders")
+def order():
+    body = request.get_data()
+    message_id = cloudclients.publish("orders", body).result(timeout=10)
+    get_storage().bucket("receipts").blob(message_id).upload_from_string(body)
+    return {"id": message_id}
+'''
+
+TEST_MAIN = '''
+import main                                    # at the top, as the samples do
+from google.cloud import pubsub_v1, storage
+from google.auth.credentials import AnonymousCredentials
+
+
+def test_the_app_saw_the_emulator_when_it_was_imported():
+    assert main.EMULATOR_AT_IMPORT
+
+
+def test_an_order_is_published_and_stored():
+    response = main.app.test_client().post("/orders", data=b"book")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    message_id = response.get_json()["id"]
+    subscriber = pubsub_v1.SubscriberClient()      # the stock client, from PUBSUB_EMULATOR_HOST
+    pulled = subscriber.pull(subscription="projects/cloudclients-test/subscriptions/orders-audit",
+                             max_messages=10, timeout=10)
+    assert [m.message.data for m in pulled.received_messages] == [b"book"]
+    blob = storage.Client(credentials=AnonymousCredentials(), project="cloudclients-test") \\
+        .bucket("receipts").blob(message_id)
+    assert blob.download_as_bytes() == b"book"
+'''
+
+
+def write_project(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).write_text(textwrap.dedent(text))
+    return root
+
+
+def run_pytest(
+    root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    clean.pop("PYTEST_ADDOPTS", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root,
+                          env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_an_app_created_at_import_is_tested_with_two_ini_lines(tmp_path: Path) -> None:
+    """A sample-style project — `import main` at the top of its test module, no conftest, no
+    fixtures — passes against both emulators with only the two ini lines and a topology file."""
+    write_project(tmp_path, {"pytest.ini": INI, "topology.json": json.dumps(TOPOLOGY), "main.py": MAIN,
+                             "test_main.py": TEST_MAIN})
+    started = time.monotonic()
+    done = run_pytest(tmp_path, "-s")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 passed" in done.stdout
+    header = next(line for line in done.stdout.splitlines() if line.startswith("cloudclients: emulators"))
+    print(f"\n{header}; whole run {elapsed:.1f} s")
+
+
+def test_a_factory_app_and_the_reset_fixture(tmp_path: Path) -> None:
+    """An app factory called in the test, and cloudclients_reset: the second test sees none of the
+    first test's messages, and the topology is back."""
+    factory = '''
+    from flask import Flask
+    import cloudclients
+    from cloudclients import CloudClients
+
+    def create_app():
+        app = Flask("factory")
+        CloudClients(app)
+        app.post("/ping")(lambda: {"id": cloudclients.publish("orders", b"ping").result(timeout=10)})
+        return app
+    '''
+    tests = '''
+    import time
+    import pytest
+    from cloudclients.testing import emulator_registry_for, pull_messages
+    from factory import create_app
+
+    SUB = "projects/cloudclients-test/subscriptions/orders-audit"
+
+    @pytest.mark.usefixtures("cloudclients_reset")
+    def test_first(cloudclients_emulators):
+        assert create_app().test_client().post("/ping").status_code == 200
+
+    def test_second_sees_nothing(cloudclients_reset):
+        from google.api_core.exceptions import AlreadyExists
+
+        registry = emulator_registry_for(cloudclients_reset)
+        with pytest.raises(AlreadyExists):   # the topology is back after the reset
+            registry.publisher.create_topic(name="projects/cloudclients-test/topics/orders")
+        assert pull_messages(registry, SUB, expected=1, timeout=1) == []
+        registry.close()
+        started = time.monotonic()
+        cloudclients_reset.reset()
+        print(f"RESET {time.monotonic() - started:.4f}")
+    '''
+    write_project(tmp_path, {"pytest.ini": INI, "topology.json": json.dumps(TOPOLOGY), "factory.py": factory,
+                             "test_factory.py": tests})
+    done = run_pytest(tmp_path, "-s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    reset = next(line for line in done.stdout.splitlines() if "RESET" in line)
+    print(f"\nreset of both emulators: {reset.split()[-1]} s")
+
+
+def test_an_emulator_that_cannot_start_fails_the_session_in_one_line(tmp_path: Path) -> None:
+    """Google's emulator asked for where Java cannot be found: the session fails at once with one
+    line naming the emulator and the reason (no traceback, no test run)."""
+    write_project(tmp_path, {"pytest.ini": "[pytest]\ncloudclients_emulators = pubsub\n",
+                             "test_nothing.py": "def test_never_runs():\n    raise AssertionError\n"})
+    done = run_pytest(tmp_path, "--pubsub-emulator=official", env={"PATH": str(Path(sys.executable).parent)})
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, done.stderr
+    assert "cloudclients: could not start the emulators ['pubsub']" in errors[0]
+    assert "Traceback" not in done.stderr and "test_never_runs" not in done.stdout
+
+
+def test_a_bad_topology_fails_the_session_in_one_line(tmp_path: Path) -> None:
+    """A topology that is not the documented shape is refused before any test, naming the file."""
+    write_project(tmp_path, {"pytest.ini": INI, "topology.json": '{"topics": [{"nam": "orders"}]}',
+                             "test_nothing.py": "def test_never_runs():\n    pass\n"})
+    done = run_pytest(tmp_path)
+    assert done.returncode != 0
+    assert "topics[0] needs a 'name' string" in done.stderr
+
+
+def test_tests_cannot_reach_production_unless_allowed(tmp_path: Path) -> None:
+    """Inside the plugin a client without an emulator host raises instead of using ADC, and the
+    stock libraries find no credentials (metadata server and gcloud out of reach); the ini opt-out
+    lifts it."""
+    tests = '''
+    import google.auth
+    import pytest
+    from flask import Flask
+    from cloudclients import CloudClients, get_publisher
+
+    def test_no_production():
+        app = Flask("prod")
+        CloudClients(app)                        # no emulator anywhere
+        with app.app_context(), pytest.raises(RuntimeError, match="would use real Google credentials"):
+            get_publisher()
+        with pytest.raises(google.auth.exceptions.DefaultCredentialsError):
+            google.auth.default()
+    '''
+    write_project(tmp_path, {"pytest.ini": "[pytest]\n", "test_prod.py": tests})
+    done = run_pytest(tmp_path, env={"GOOGLE_APPLICATION_CREDENTIALS": "/should/be/ignored.json"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    allowed = '''
+    from flask import Flask
+    from cloudclients import CloudClients, get_publisher
+    from cloudclients import _guard
+
+    def test_allowed():
+        _guard.check("anything")                 # does not raise: production allowed by the ini
+    '''
+    write_project(tmp_path, {"pytest.ini": "[pytest]\ncloudclients_allow_production = true\n",
+                             "test_prod.py": allowed})
+    done = run_pytest(tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_each_xdist_worker_gets_its_own_emulators(tmp_path: Path) -> None:
+    """Under pytest -n 2, each worker starts (and stops) its own emulators; the controller none."""
+    pytest.importorskip("xdist")
+    tests = '''
+    import os, pytest
+
+    @pytest.mark.parametrize("n", range(8))
+    def test_where(n):
+        with open(os.path.join(os.environ["RECORD_DIR"], f"{n}.txt"), "w") as fh:
+            fh.write(os.environ["PYTEST_XDIST_WORKER"] + " " + os.environ["PUBSUB_EMULATOR_HOST"])
+    '''
+    write_project(tmp_path, {"pytest.ini": INI.replace("cloudclients_topology = topology.json\n", ""),
+                             "test_where.py": tests})
+    record = tmp_path / "record"
+    record.mkdir()
+    done = run_pytest(tmp_path, "-n", "2", env={"RECORD_DIR": str(record)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    seen = {tuple(p.read_text().split()) for p in record.iterdir()}
+    workers = {worker: host for worker, host in seen}
+    assert len(workers) == 2 and len(set(workers.values())) == 2, seen
+
+
+# -- the push helpers ------------------------------------------------------------------------
+
+
+def test_push_envelope_is_what_push_endpoint_reads() -> None:
+    """push_envelope() builds the service's shape: an endpoint reads back data, attributes, ID,
+    publish time, ordering key, delivery attempt and subscription."""
+    app = Flask(__name__)
+    app.config.update(CLOUDCLIENTS_PROJECT="cloudclients-test", CLOUDCLIENTS_PUSH_AUTH="platform",
+                      CLOUDCLIENTS_EXIT_HANDLERS=False)
+    CloudClients(app)
+    seen: list[ReceivedMessage] = []
+    app.post("/push")(push_endpoint(seen.append))
+    body = push_envelope("héllo", {"kind": "created"}, message_id="7", ordering_key="k", delivery_attempt=2,
+                         subscription="projects/p/subscriptions/s")
+    assert body["message"]["messageId"] == body["message"]["message_id"] == "7"
+    assert app.test_client().post("/push", json=body).status_code == 204
+    [message] = seen
+    assert (message.text, dict(message.attributes), message.message_id) == ("héllo", {"kind": "created"}, "7")
+    assert (message.ordering_key, message.delivery_attempt) == ("k", 2)
+    assert message.subscription == "projects/p/subscriptions/s"
+    assert message.publish_time is not None
+
+
+@pytest.mark.parametrize("which", ["certs_url", "jwks_url"])
+def test_push_token_issuer_tokens_verify_with_both_certificate_formats(which: str) -> None:
+    """Tokens signed by PushTokenIssuer verify against its v1 (PEM map) and v3 (JWKS) URLs; a
+    token for another audience is refused with 403."""
+    with PushTokenIssuer() as issuer:
+        app = Flask(__name__)
+        app.config.update(CLOUDCLIENTS_PROJECT="cloudclients-test", CLOUDCLIENTS_EXIT_HANDLERS=False,
+                          CLOUDCLIENTS_PUSH_AUDIENCE="https://app.example/push",
+                          CLOUDCLIENTS_PUSH_CERTS_URL=getattr(issuer, which))
+        CloudClients(app)
+        seen: list[ReceivedMessage] = []
+        app.post("/push")(push_endpoint(seen.append))
+        client = app.test_client()
+
+        def post(token: str) -> Any:
+            return client.post("/push", json=push_envelope(b"x"), headers={"Authorization": f"Bearer {token}"})
+
+        assert post(issuer.sign_push_token("https://app.example/push", email="me@p.iam.gserviceaccount.com")
+                    ).status_code == 204
+        assert seen[0].claims["email"] == "me@p.iam.gserviceaccount.com"
+        assert post(issuer.sign_push_token("https://elsewhere/push")).status_code == 403
+        assert post(issuer.sign_push_token("https://app.example/push", exp=None)).status_code == 401
+
+
+def test_topology_files_are_checked() -> None:
+    """load_topology reads the emulator's format and refuses other shapes with the file named."""
+    with pytest.raises(TopologyError, match="cannot be read"):
+        load_topology("/nonexistent/topology.json")
+
+
+def test_start_emulators_without_pytest() -> None:
+    """start_emulators() is a context manager: both emulators serve inside, are stopped after."""
+    with start_emulators(["pubsub", "storage"]) as emulators:
+        assert set(emulators.env) == {"PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"}
+        assert emulators.pubsub is not None and emulators.pubsub.alive()
+        assert emulators.reset() >= 0.0
+        pubsub = emulators.pubsub
+    assert not pubsub.alive()
