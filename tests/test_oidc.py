@@ -222,10 +222,10 @@ def test_cached_certificates_survive_a_failed_refresh(issuer: LocalIssuer) -> No
 
 
 def test_emulator_mode_allows_tokenless_pushes_but_still_checks_tokens(issuer: LocalIssuer) -> None:
-    """With PUSH_ALLOW_UNAUTHENTICATED (emulator only) a push without a token passes, while a
+    """With PUSH_AUTH=oidc_or_emulator and an emulator a push without a token passes, while a
     token that is present must still verify."""
     app, received = make_app(issuer, CLOUDCLIENTS_PUBSUB_EMULATOR_HOST="127.0.0.1:1",
-                             CLOUDCLIENTS_PUSH_ALLOW_UNAUTHENTICATED=True)
+                             CLOUDCLIENTS_PUSH_AUTH="oidc_or_emulator")
     assert post(app, None).status_code == 204
     assert post(app, "garbage-token").status_code == 401
     assert post(app, issuer.token(AUDIENCE)).status_code == 204
