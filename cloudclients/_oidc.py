@@ -44,8 +44,8 @@ Google publishes its signing keys at two URLs, both accepted as
 (``https://www.googleapis.com/oauth2/v1/certs``, what google-auth's
 ``id_token.verify_token`` reads natively) and the v3 JWK set ``{"keys": [{"kid",
 "n", "e", "kty", "alg", "use"}]}`` (``https://www.googleapis.com/oauth2/v3/certs``,
-which google-auth only reads with PyJWT installed; here the RSA numbers are
-turned into a key with ``cryptography``, which google-auth itself requires).
+which google-auth only reads with PyJWT installed; here each key's RSA numbers
+become a PEM that google-auth's own RSA verifier loads).
 
 They are cached for the ``Cache-Control: max-age`` the endpoint sends. The
 rules, so that a slow or dead endpoint (or a flood of forged tokens) never
@@ -523,39 +523,44 @@ def _time_claim(claims: Mapping[str, Any], name: str, missing: str, malformed: s
 
 def _load_keys(document: object, url: str) -> dict[str, Any]:
     """kid → RSA verifier from a v1 ``{kid: PEM}`` map or a v3 JWK set. Entries that
-    are not RSA signing keys are skipped (counted in a log line, never quoted)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    are not RSA signing keys, or unreadable, are skipped (counted in a log line, never
+    quoted).
+
+    Every key goes through google-auth's ``RSAVerifier.from_string`` as PEM (a JWK's
+    numbers as a PKCS#1 ``RSA PUBLIC KEY``), so verification uses whichever RSA backend
+    google-auth has: ``cryptography`` is a hard dependency of google-auth only since
+    2.48; before, it may be the pure-Python ``rsa``, and this module imports neither.
+    """
     from google.auth import crypt
 
     if not isinstance(document, dict):
         raise _FetchError("the answer is not a JSON object")
-    entries: list[tuple[object, object]] = []  # (kid, public key or None)
+    pems: list[tuple[object, str | None]] = []  # (kid, PEM or None when unusable)
     if "keys" in document:  # v3: {"keys": [{"kid", "kty", "alg", "use", "n", "e"}, ...]}
         jwks = document["keys"]
         if not isinstance(jwks, list):
             raise _FetchError("the answer's 'keys' is not a list")
         for jwk in jwks:
             if not isinstance(jwk, dict):
-                entries.append((None, None))
+                pems.append((None, None))
                 continue
-            public_key: object = None
+            pem = None
             if jwk.get("kty") == "RSA" and jwk.get("alg", "RS256") == "RS256" and jwk.get("use", "sig") == "sig":
                 with contextlib.suppress(ValueError):
-                    public_key = rsa.RSAPublicNumbers(_b64int(jwk.get("e")), _b64int(jwk.get("n"))).public_key()
-            entries.append((jwk.get("kid"), public_key))
+                    pem = _rsa_public_key_pem(_b64int(jwk.get("n")), _b64int(jwk.get("e")))
+            pems.append((jwk.get("kid"), pem))
     else:  # v1: {kid: "-----BEGIN CERTIFICATE-----..."}
-        for kid, pem in document.items():
-            public_key = None
-            if isinstance(pem, str):
-                with contextlib.suppress(ValueError):
-                    public_key = x509.load_pem_x509_certificate(pem.encode()).public_key()
-            entries.append((kid, public_key))
-    keys = {kid: crypt.RSAVerifier(key) for kid, key in entries  # type: ignore[no-untyped-call]
-            if isinstance(kid, str) and kid and isinstance(key, rsa.RSAPublicKey)}
-    if len(keys) < len(entries):
+        pems = [(kid, pem if isinstance(pem, str) else None) for kid, pem in document.items()]
+    keys: dict[str, Any] = {}
+    for kid, pem in pems:
+        if isinstance(kid, str) and kid and pem is not None:
+            try:
+                keys[kid] = crypt.RSAVerifier.from_string(pem)  # type: ignore[no-untyped-call]
+            except Exception:  # each backend fails its own way (ValueError, pyasn1 errors): skip it
+                continue
+    if len(keys) < len(pems):
         log.warning("cloudclients: ignoring %d of %d entries in the push certificates from %s "
-                    "(not RSA signing keys or unreadable)", len(entries) - len(keys), len(entries), url)
+                    "(not RSA signing keys or unreadable)", len(pems) - len(keys), len(pems), url)
     if not keys:
         raise _FetchError("the answer holds no RSA signing key")
     return keys
@@ -565,6 +570,31 @@ def _b64int(value: object) -> int:
     if not isinstance(value, str) or not value or not _BASE64URL.fullmatch(value):
         raise ValueError("not a base64url number")
     return int.from_bytes(_b64decode(value), "big")
+
+
+def _rsa_public_key_pem(n: int, e: int) -> str:
+    """The PKCS#1 ``RSA PUBLIC KEY`` PEM of modulus *n* and exponent *e*: the DER
+    ``SEQUENCE { INTEGER n, INTEGER e }``, which both google-auth backends load."""
+    if n <= 0 or e <= 0:
+        raise ValueError("not an RSA public key")
+    body = _der_integer(n) + _der_integer(e)
+    text = base64.b64encode(b"\x30" + _der_length(len(body)) + body).decode()
+    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+    return "-----BEGIN RSA PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END RSA PUBLIC KEY-----\n"
+
+
+def _der_integer(value: int) -> bytes:
+    # One byte more than the bits need when they fill whole bytes: the leading 0 bit
+    # keeps the (two's complement) INTEGER positive, and the encoding minimal.
+    content = value.to_bytes(value.bit_length() // 8 + 1, "big")
+    return b"\x02" + _der_length(len(content)) + content
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
 
 
 def _max_age(cache_control: str) -> float:

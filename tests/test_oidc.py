@@ -370,6 +370,20 @@ def test_both_google_certificate_formats_verify(fmt: str) -> None:
         issuer.stop()
 
 
+def test_a_jwk_becomes_the_pkcs1_pem_cryptography_would_write() -> None:
+    """A v3 key's numbers are turned into exactly the PKCS#1 PEM cryptography writes for that key
+    (google-auth loads it with either of its RSA backends; no cryptography import needed)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cloudclients._oidc import _rsa_public_key_pem
+
+    for n, e in [(KeyPair().public_numbers.n, 65537), (2**2047 + 1, 3), (2**2048 - 1, 2**16 + 1)]:
+        expected = rsa.RSAPublicNumbers(e, n).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.PKCS1).decode()
+        assert _rsa_public_key_pem(n, e) == expected
+
+
 def test_a_compressed_answer_is_decoded(issuer: LocalIssuer) -> None:
     """An answer gzip-compressed regardless of Accept-Encoding (a proxy) still verifies."""
     issuer.gzip = True
