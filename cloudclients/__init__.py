@@ -20,6 +20,7 @@ from ._flask import CloudClients
 from ._gevent import GeventStatus, gevent_status
 from ._health import health_blueprint, health_report
 from ._message import ReceivedMessage
+from ._oidc import CertsUnavailableError, PushTokenVerifier, TokenRejectedError
 from ._publish import PublishError, PublishFailure, confirm_publishes, publish
 from ._push import push_endpoint
 from ._registry import ClientStats, PingResult, RegistryState, RegistryStats
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackgroundSubscription",
+    "CertsUnavailableError",
     "ClientRegistry",
     "ClientStats",
     "CloudClients",
@@ -41,6 +43,7 @@ __all__ = [
     "PingResult",
     "PublishError",
     "PublishFailure",
+    "PushTokenVerifier",
     "ReceivedMessage",
     "RegistryState",
     "RegistryStats",
@@ -48,6 +51,7 @@ __all__ = [
     "StorageUnavailableError",
     "SubscriptionState",
     "SubscriptionStats",
+    "TokenRejectedError",
     "__version__",
     "close_all",
     "confirm_publishes",

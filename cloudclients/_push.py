@@ -70,11 +70,15 @@ from ._config import PUSH_AUTH_MODES, Settings
 from ._message import UNWRAPPED_METADATA_PREFIX, EnvelopeError, ReceivedMessage, from_unwrapped, parse_push_envelope
 from ._oidc import CertsUnavailableError, TokenRejectedError
 from ._parsers import InvalidValueError, email, word
+from ._ratelimit import RateLimitedLog
 from ._state import CloudClientsState, app_state
 
 __all__ = ["PUSH_AUTH_MODES", "audit_push_endpoints", "push_endpoint"]
 
 log = logging.getLogger("cloudclients")
+# Pushes that fail for the same reason come in floods (every retry of a backlog):
+# one ERROR line per endpoint and reason per interval, with the count of the rest.
+_errors = RateLimitedLog(log)
 
 #: ``verify(request)``: truthy accepts (a mapping becomes ``message.claims``); falsy → 401.
 Verifier = Callable[[Request], Any]
@@ -248,7 +252,7 @@ def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response
     """Return ``(error response or None, claims)``."""
     plan = plan_for(state.settings, options)
     if plan.mode is None:
-        log.error("cloudclients: push to %s refused (500): %s.", request.path, plan.problem)
+        _errors.error(f"{id(state)} {request.path} 500", "cloudclients: push to %s refused (500): %s.", request.path, plan.problem)
         return _error(500, "push authentication not configured", plan.problem or ""), {}
     if plan.mode == "custom":
         assert plan.verify is not None
@@ -273,8 +277,8 @@ def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response
     except TokenRejectedError as exc:
         return _reject(exc), {}
     except CertsUnavailableError as exc:
-        log.error("cloudclients: push to %s not verified: %s; answering 503 so that Pub/Sub retries",
-                  request.path, exc)
+        _errors.error(f"{id(state)} {request.path} 503", "cloudclients: push to %s not verified: %s; answering 503 so that "
+                      "Pub/Sub retries", request.path, exc)
         return _error(503, "token verification unavailable", "the signing certificates could not be fetched"), {}
     return None, claims
 

@@ -6,10 +6,12 @@ import logging
 import threading
 import time
 
+from ._fork import ProcessBound
+
 __all__ = ["RateLimitedLog"]
 
 
-class RateLimitedLog:
+class RateLimitedLog(ProcessBound):
     """Emits the first record for a key, then at most one per *interval* seconds,
     each saying how many were suppressed since the last one.
 
@@ -19,6 +21,7 @@ class RateLimitedLog:
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        super().__init__()
         self._logger = logger
         self._interval = interval
         self._lock = threading.Lock()
@@ -27,6 +30,7 @@ class RateLimitedLog:
 
     def error(self, key: str, message: str, *args: object) -> None:
         """Log *message* at ERROR for *key*, unless one was logged less than *interval* ago."""
+        self._checkpid()
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
@@ -38,3 +42,9 @@ class RateLimitedLog:
         if suppressed:
             message += f" ({suppressed} more like it since the last report)"
         self._logger.error(message, *args)
+
+    def _fork_locks(self) -> list[threading.Lock]:
+        return [self._lock]
+
+    def _forget_parent(self, parent_pid: int, hooks_ran: bool) -> None:
+        self._lock = threading.Lock()  # the counts are plain data: kept

@@ -22,7 +22,7 @@ from flask import Flask, current_app
 from ._background import SubscriptionGroup
 from ._clients import ClientRegistry
 from ._config import Settings
-from ._oidc import OidcVerifier
+from ._oidc import PushTokenVerifier
 
 if TYPE_CHECKING:
     from google.cloud import storage
@@ -63,12 +63,12 @@ class CloudClientsState:
     registry: ClientRegistry
     extension: Any
     subscriptions: SubscriptionGroup = field(default_factory=SubscriptionGroup)
-    verifier: OidcVerifier = field(init=False)
+    verifier: PushTokenVerifier = field(init=False)
     #: Whether this process checked the app's push endpoints (on its first request).
     audited: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.verifier = OidcVerifier(self.settings.push_certs_url)
+        self.verifier = PushTokenVerifier(self.settings.push_certs_url)
         self.registry.on_close(self.subscriptions.stop_all)
         _STATES.add(self)
 

@@ -45,9 +45,9 @@ def b64url(data: bytes) -> str:
 class KeyPair:
     """An RSA key with a self-signed certificate, named by a key ID."""
 
-    def __init__(self, kid: str | None = None) -> None:
+    def __init__(self, kid: str | None = None, *, key_size: int = 2048, public_exponent: int = 65537) -> None:
         self.kid = kid or uuid.uuid4().hex
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = rsa.generate_private_key(public_exponent=public_exponent, key_size=key_size)
         self.private_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()

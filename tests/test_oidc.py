@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 
 from cloudclients import CloudClients, ReceivedMessage, push_endpoint
-from cloudclients._oidc import CertsUnavailableError, OidcVerifier, TokenRejectedError
+from cloudclients import CertsUnavailableError, PushTokenVerifier, TokenRejectedError
 from tests.helpers import wait_for
 from tests.oidc import SERVICE_ACCOUNT, KeyPair, LocalIssuer, b64url, forge, forge_hs256
 from tests.servers import ROOT
@@ -182,7 +182,7 @@ def test_key_rotation_is_picked_up(issuer: LocalIssuer) -> None:
     # No wall-clock timing (a loaded CI machine makes any short interval flaky): the
     # interval is set so long it cannot pass, then shortened to "has passed".
     new_key = KeyPair()
-    verifier = OidcVerifier(issuer.certs_url, refetch_interval=3600)
+    verifier = PushTokenVerifier(issuer.certs_url, refetch_interval=3600)
     verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     issuer.publish(new_key)
     with pytest.raises(TokenRejectedError, match="unknown key"):  # fetched within the interval: no refetch yet
@@ -211,7 +211,7 @@ def test_cached_certificates_survive_a_failed_refresh(issuer: LocalIssuer) -> No
     """An expired cache whose refresh fails keeps verifying with the certificates it has,
     and the failure starts the backoff: no further download meanwhile."""
     issuer.max_age = 0
-    verifier = OidcVerifier(issuer.certs_url, backoff=3600, max_backoff=3600)
+    verifier = PushTokenVerifier(issuer.certs_url, backoff=3600, max_backoff=3600)
     verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     issuer.fail = True
     assert verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)["aud"] == AUDIENCE
@@ -321,7 +321,7 @@ def test_each_token_failure_gives_its_true_reason(issuer: LocalIssuer, case: str
     """Each way a token can be wrong raises TokenRejectedError with its own status and fixed
     reason (a token without exp says so, not "signature does not verify"); neither the token
     nor its claims appear in the reason or any log record."""
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     token = _bad_token(issuer, case)
     with caplog.at_level(logging.DEBUG), pytest.raises(TokenRejectedError) as caught:
         verifier.verify(token, audience=AUDIENCE, service_account=SERVICE_ACCOUNT)
@@ -335,7 +335,7 @@ def test_each_token_failure_gives_its_true_reason(issuer: LocalIssuer, case: str
 def test_valid_token_returns_its_claims(issuer: LocalIssuer) -> None:
     """A valid token (issued a few seconds "in the future", within the clock skew) returns all
     its claims for the view: email, sub, aud and the rest."""
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     now = int(time.time())
     claims = verifier.verify(issuer.token(AUDIENCE, iat=now + 5, nbf=now + 5), audience=AUDIENCE,
                              service_account=SERVICE_ACCOUNT)
@@ -359,7 +359,7 @@ def test_both_google_certificate_formats_verify(fmt: str) -> None:
             document["keys"] += [{"kty": "EC", "kid": "ec-key", "crv": "P-256", "x": "AAAA", "y": "AAAA"},
                                  {**KeyPair().jwk(), "use": "enc"}]
             issuer.body = json.dumps(document).encode()
-        verifier = OidcVerifier(issuer.certs_url, **FAST)
+        verifier = PushTokenVerifier(issuer.certs_url, **FAST)
         for key in (issuer.key, rotated):
             assert verifier.verify(issuer.token(AUDIENCE, key=key), audience=AUDIENCE)["aud"] == AUDIENCE
         assert verifier.stats()["keys"] == 2
@@ -370,24 +370,28 @@ def test_both_google_certificate_formats_verify(fmt: str) -> None:
         issuer.stop()
 
 
-def test_a_jwk_becomes_the_pkcs1_pem_cryptography_would_write() -> None:
-    """A v3 key's numbers are turned into exactly the PKCS#1 PEM cryptography writes for that key
-    (google-auth loads it with either of its RSA backends; no cryptography import needed)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from cloudclients._oidc import _rsa_public_key_pem
-
-    for n, e in [(KeyPair().public_numbers.n, 65537), (2**2047 + 1, 3), (2**2048 - 1, 2**16 + 1)]:
-        expected = rsa.RSAPublicNumbers(e, n).public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.PKCS1).decode()
-        assert _rsa_public_key_pem(n, e) == expected
+@pytest.mark.parametrize(("size", "exponent"), [(2048, 65537), (3072, 3), (4096, 65537)])
+def test_v3_keys_of_every_size_verify(size: int, exponent: int) -> None:
+    """A v3 JWK's numbers become a key google-auth verifies with, whatever the modulus size (the
+    DER length grows a byte past 2048 bits) and exponent: a token it signed verifies, another
+    key's does not."""
+    issuer = LocalIssuer(format="v3")
+    try:
+        key = KeyPair(key_size=size, public_exponent=exponent)
+        issuer.publish(key)
+        verifier = PushTokenVerifier(issuer.certs_url, **FAST)
+        assert verifier.verify(issuer.token(AUDIENCE, key=key), audience=AUDIENCE)["aud"] == AUDIENCE
+        forged = forge({"alg": "RS256", "kid": key.kid}, {"aud": AUDIENCE}, signature=b"\x00" * (size // 8))
+        with pytest.raises(TokenRejectedError, match="signature does not verify"):
+            verifier.verify(forged, audience=AUDIENCE)
+    finally:
+        issuer.stop()
 
 
 def test_a_compressed_answer_is_decoded(issuer: LocalIssuer) -> None:
     """An answer gzip-compressed regardless of Accept-Encoding (a proxy) still verifies."""
     issuer.gzip = True
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     assert verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)["aud"] == AUDIENCE
 
 
@@ -407,7 +411,7 @@ def test_malformed_certificate_answers_are_unavailable_not_leaked(issuer: LocalI
     """An answer that holds no usable key is a failed download (CertsUnavailableError naming why,
     counted, backing off), and the answer's text is quoted nowhere."""
     issuer.body = body
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     with caplog.at_level(logging.DEBUG), pytest.raises(CertsUnavailableError, match=why) as caught:
         verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     assert verifier.failures == 1
@@ -417,7 +421,7 @@ def test_malformed_certificate_answers_are_unavailable_not_leaked(issuer: LocalI
 # -- certificate downloads: deadlines, single flight, backoff --------------------------
 
 
-def _verify_concurrently(verifier: OidcVerifier, token: str, n: int, limit: float) -> list[tuple[float, str]]:
+def _verify_concurrently(verifier: PushTokenVerifier, token: str, n: int, limit: float) -> list[tuple[float, str]]:
     """Run *n* verifications at once; (seconds, outcome) of each, sorted; unfinished ones
     after *limit* seconds count as ``inf`` (a design that serialises never hangs the test)."""
     results: list[tuple[float, str]] = []
@@ -445,7 +449,7 @@ def test_concurrent_verifications_share_one_download_and_its_deadline(issuer: Lo
     share one download and each answer CertsUnavailableError within the fetch timeout, not in
     series (5, 10, 15, 20 s before); afterwards the backoff answers at once, without a request."""
     issuer.mode = mode
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     token = issuer.token(AUDIENCE)
     results = _verify_concurrently(verifier, token, 4, limit=FAST["fetch_timeout"] + 3 * MARGIN)
     print(f"\n4 concurrent verifications, endpoint {mode}, fetch timeout {FAST['fetch_timeout']} s: {results}")
@@ -463,7 +467,7 @@ def test_a_download_stuck_past_its_deadline_is_never_doubled(issuer: LocalIssuer
     """While a download whose server trickles its headers is still stuck past its deadline, the
     next attempt after the backoff starts no second download: one thread, one socket at most."""
     issuer.mode, issuer.trickle_interval = "trickle-headers", 0.1  # every read well inside its timeout
-    verifier = OidcVerifier(issuer.certs_url, fetch_timeout=0.5, backoff=0.05, max_backoff=0.05)
+    verifier = PushTokenVerifier(issuer.certs_url, fetch_timeout=0.5, backoff=0.05, max_backoff=0.05)
     token = issuer.token(AUDIENCE)
     for _ in range(3):
         with pytest.raises(CertsUnavailableError):
@@ -479,7 +483,7 @@ def test_a_trickling_body_is_cut_at_the_total_deadline(issuer: LocalIssuer) -> N
     and the download's connection is closed by then, not after the whole body."""
     issuer.mode = "trickle"
     timeout = 2.0  # > 1 s: reads succeed before the cut, so no per-read timeout explains it
-    verifier = OidcVerifier(issuer.certs_url, fetch_timeout=timeout, backoff=3600, max_backoff=3600)
+    verifier = PushTokenVerifier(issuer.certs_url, fetch_timeout=timeout, backoff=3600, max_backoff=3600)
     results = _verify_concurrently(verifier, issuer.token(AUDIENCE), 1, limit=timeout + 3 * MARGIN)
     print(f"\nbody trickled at 1 byte/s, fetch timeout {timeout} s: {results}")
     assert results[0][1] == "CertsUnavailableError"
@@ -493,7 +497,7 @@ def test_without_certificates_the_backoff_answers_at_once(issuer: LocalIssuer) -
     """After a failed download, with no certificates cached, verifications raise
     CertsUnavailableError at once and send no request until the backoff has passed."""
     issuer.fail = True
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     with pytest.raises(CertsUnavailableError, match="HTTP 500"):
         verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     for _ in range(10):
@@ -506,7 +510,7 @@ def test_without_certificates_the_backoff_answers_at_once(issuer: LocalIssuer) -
 def test_backoff_doubles_to_its_cap_and_resets_on_success(issuer: LocalIssuer) -> None:
     """Consecutive failures wait backoff, 2×, 4× ... up to max_backoff; a success resets it."""
     issuer.fail = True
-    verifier = OidcVerifier(issuer.certs_url, fetch_timeout=1.0, backoff=0.05, max_backoff=0.2)
+    verifier = PushTokenVerifier(issuer.certs_url, fetch_timeout=1.0, backoff=0.05, max_backoff=0.2)
     periods = []
     for _ in range(5):
         assert wait_for(lambda: verifier.stats()["retry_in"] == 0, 5)
@@ -525,7 +529,7 @@ def test_cached_certificates_keep_verifying_while_the_endpoint_hangs(issuer: Loc
     """Past max-age, with the endpoint hanging, verifications use the cached certificates at
     once; one background refresh is in flight, and after it fails the backoff holds the next."""
     issuer.max_age = 0  # stale as soon as fetched
-    verifier = OidcVerifier(issuer.certs_url, fetch_timeout=0.5, backoff=3600, max_backoff=3600)
+    verifier = PushTokenVerifier(issuer.certs_url, fetch_timeout=0.5, backoff=3600, max_backoff=3600)
     token = issuer.token(AUDIENCE)
     verifier.verify(token, audience=AUDIENCE)
     issuer.mode = "hang"
@@ -542,7 +546,7 @@ def test_stale_certificates_are_refreshed_in_the_background(issuer: LocalIssuer)
     """With max-age=0 every verification after the first uses the cached set and starts one
     refresh; a refresh brings newly published keys."""
     issuer.max_age = 0
-    verifier = OidcVerifier(issuer.certs_url, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, **FAST)
     new_key = KeyPair()
     verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     issuer.publish(new_key)
@@ -559,7 +563,7 @@ def test_stale_certificates_are_refreshed_in_the_background(issuer: LocalIssuer)
 def test_forged_unknown_kid_tokens_trigger_no_download_while_backing_off(issuer: LocalIssuer) -> None:
     """After a failed refetch, a burst of forged tokens with unknown key IDs is refused at once
     and triggers no download (even with no refetch interval), while real tokens still verify."""
-    verifier = OidcVerifier(issuer.certs_url, refetch_interval=0.0, **FAST)
+    verifier = PushTokenVerifier(issuer.certs_url, refetch_interval=0.0, **FAST)
     verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     issuer.fail = True
     forger = KeyPair()
@@ -576,7 +580,7 @@ def test_forged_unknown_kid_tokens_trigger_no_download_while_backing_off(issuer:
 def test_forged_unknown_kid_tokens_never_wait_for_a_hanging_endpoint(issuer: LocalIssuer) -> None:
     """With the endpoint hanging, forged unknown-kid tokens are refused at once (not after a
     fetch timeout each) and share one background refetch; real pushes meanwhile verify."""
-    verifier = OidcVerifier(issuer.certs_url, refetch_interval=0.0, fetch_timeout=3.0, backoff=3600,
+    verifier = PushTokenVerifier(issuer.certs_url, refetch_interval=0.0, fetch_timeout=3.0, backoff=3600,
                             max_backoff=3600)
     verifier.verify(issuer.token(AUDIENCE), audience=AUDIENCE)
     issuer.mode = "hang"
@@ -595,23 +599,23 @@ def test_forged_unknown_kid_tokens_never_wait_for_a_hanging_endpoint(issuer: Loc
 def test_tunings_must_be_positive(param: str) -> None:
     """A zero or negative timeout or backoff is a ValueError naming the parameter."""
     with pytest.raises(ValueError, match=f"{param} must be a positive number of seconds, got 0"):
-        OidcVerifier("http://127.0.0.1:9/certs", **{param: 0})
+        PushTokenVerifier("http://127.0.0.1:9/certs", **{param: 0})
 
 
 def test_max_backoff_below_backoff_is_refused() -> None:
     """max_backoff below backoff is a ValueError that says to raise max_backoff."""
     with pytest.raises(ValueError, match=r"max_backoff .* is below backoff .*raise max_backoff"):
-        OidcVerifier("http://127.0.0.1:9/certs", backoff=60)
+        PushTokenVerifier("http://127.0.0.1:9/certs", backoff=60)
 
 
 _FORK_CHILD = """
 import os, sys, time
-from cloudclients._oidc import OidcVerifier
+from cloudclients import PushTokenVerifier
 from tests.helpers import wait_for
 from tests.oidc import LocalIssuer
 
 issuer = LocalIssuer(max_age=0)
-verifier = OidcVerifier(issuer.certs_url, fetch_timeout=30)
+verifier = PushTokenVerifier(issuer.certs_url, fetch_timeout=30)
 token = issuer.token("aud")
 verifier.verify(token, audience="aud")
 issuer.mode = "hang"
