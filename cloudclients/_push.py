@@ -252,7 +252,8 @@ def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response
     """Return ``(error response or None, claims)``."""
     plan = plan_for(state.settings, options)
     if plan.mode is None:
-        _errors.error(f"{id(state)} {request.path} 500", "cloudclients: push to %s refused (500): %s.", request.path, plan.problem)
+        _errors.error(f"{id(state)} {request.path} 500", "cloudclients: push to %s refused (500): %s.",
+                      request.path, plan.problem)
         return _error(500, "push authentication not configured", plan.problem or ""), {}
     if plan.mode == "custom":
         assert plan.verify is not None
@@ -277,8 +278,9 @@ def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response
     except TokenRejectedError as exc:
         return _reject(exc), {}
     except CertsUnavailableError as exc:
-        _errors.error(f"{id(state)} {request.path} 503", "cloudclients: push to %s not verified: %s; answering 503 so that "
-                      "Pub/Sub retries", request.path, exc)
+        _errors.error(f"{id(state)} {request.path} 503",
+                      "cloudclients: push to %s not verified: %s; answering 503 so that Pub/Sub retries",
+                      request.path, exc)
         return _error(503, "token verification unavailable", "the signing certificates could not be fetched"), {}
     return None, claims
 

@@ -20,8 +20,14 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from cloudclients import CloudClients, ReceivedMessage, push_endpoint
-from cloudclients import CertsUnavailableError, PushTokenVerifier, TokenRejectedError
+from cloudclients import (
+    CertsUnavailableError,
+    CloudClients,
+    PushTokenVerifier,
+    ReceivedMessage,
+    TokenRejectedError,
+    push_endpoint,
+)
 from tests.helpers import wait_for
 from tests.oidc import SERVICE_ACCOUNT, KeyPair, LocalIssuer, b64url, forge, forge_hs256
 from tests.servers import ROOT
