@@ -11,7 +11,6 @@ The endpoint can also misbehave the ways a real one does: answer 500, hang
 from __future__ import annotations
 
 import base64
-import datetime
 import gzip
 import hashlib
 import hmac
@@ -21,14 +20,9 @@ import select
 import socket
 import threading
 import time
-import uuid
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-from google.auth import crypt, jwt
+from cloudclients.testing import SigningKey
 
 SERVICE_ACCOUNT = "push-invoker@cloudclients-test.iam.gserviceaccount.com"
 
@@ -42,38 +36,8 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class KeyPair:
-    """An RSA key with a self-signed certificate, named by a key ID."""
-
-    def __init__(self, kid: str | None = None, *, key_size: int = 2048, public_exponent: int = 65537) -> None:
-        self.kid = kid or uuid.uuid4().hex
-        key = rsa.generate_private_key(public_exponent=public_exponent, key_size=key_size)
-        self.private_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        self.public_numbers = key.public_key().public_numbers()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudclients-test-issuer")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        self._signer: crypt.RSASigner | None = None
-
-    def jwk(self) -> dict[str, str]:
-        """This key as an entry of a v3 JWK set."""
-        n, e = self.public_numbers.n, self.public_numbers.e
-        return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid,
-                "n": b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")),
-                "e": b64url(e.to_bytes((e.bit_length() + 7) // 8, "big"))}
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        if self._signer is None:  # parsing the key takes ~40 ms: once per key
-            self._signer = crypt.RSASigner.from_string(self.private_pem, key_id=self.kid)
-        return jwt.encode(self._signer, claims).decode()  # type: ignore[no-any-return]
+class KeyPair(SigningKey):
+    """A throwaway signing key (cloudclients.testing's, under the name these tests use)."""
 
 
 def forge(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:

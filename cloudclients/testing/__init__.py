@@ -53,7 +53,7 @@ from ._plugin import (
     storage_emulator,
     unique_name,
 )
-from ._push import PushTokenIssuer, push_envelope
+from ._push import PushTokenIssuer, SigningKey, push_envelope
 from ._topology import Topology, TopologyError, load_topology
 
 # The plugin's hooks and fixtures are attributes of this module (the pytest11 entry point
@@ -73,6 +73,7 @@ __all__ = [
     "Emulators",
     "PubSubKind",
     "PushTokenIssuer",
+    "SigningKey",
     "TopicHandle",
     "Topology",
     "TopologyError",

@@ -289,45 +289,39 @@ def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[No
 # -- emulator fixtures --------------------------------------------------------------------------
 
 
-def _session_emulators(config: pytest.Config) -> Emulators | None:
+def _session_or_new(
+    config: pytest.Config, kind: EmulatorKind, start: Callable[[], EmulatorProcess]
+) -> Iterator[EmulatorProcess]:
+    """The session's emulator of *kind* when the ini started one, else a new one (stopped at
+    the end); skips the tests that need it when it is not installed."""
     session = config.stash.get(_SESSION_KEY, None)
-    return session.emulators if session is not None else None
+    started = getattr(session.emulators, kind) if session is not None and session.emulators else None
+    if started is not None:
+        yield started
+        return
+    try:
+        proc = start()
+    except EmulatorNotInstalledError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
 def pubsub_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
     """A Pub/Sub emulator running for the whole session (the session's own, when
     ``cloudclients_emulators`` names one)."""
-    started = _session_emulators(request.config)
-    if started is not None and started.pubsub is not None:
-        yield started.pubsub
-        return
-    try:
-        proc = start_pubsub_emulator(request.config.getoption("--pubsub-emulator"), project=TEST_PROJECT)
-    except EmulatorNotInstalledError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    kind = request.config.getoption("--pubsub-emulator")
+    yield from _session_or_new(request.config, "pubsub", lambda: start_pubsub_emulator(kind, project=TEST_PROJECT))
 
 
 @pytest.fixture(scope="session")
 def storage_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
     """gcp-storage-emulator running for the whole session (the session's own, when
     ``cloudclients_emulators`` names it)."""
-    started = _session_emulators(request.config)
-    if started is not None and started.storage is not None:
-        yield started.storage
-        return
-    try:
-        proc = start_storage_emulator()
-    except EmulatorNotInstalledError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from _session_or_new(request.config, "storage", start_storage_emulator)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PushTokenIssuer", "push_envelope"]
+__all__ = ["PushTokenIssuer", "SigningKey", "push_envelope"]
 
 _IDS = itertools.count(1)
 
@@ -67,8 +67,56 @@ def push_envelope(
     return body
 
 
+class SigningKey:
+    """A throwaway RSA key with a self-signed certificate, named by a key ID, that signs
+    tokens the way Google signs ID tokens (RS256, ``kid`` in the header).
+
+    :param kid: the key ID (default: random).
+    """
+
+    def __init__(self, kid: str | None = None, *, key_size: int = 2048, public_exponent: int = 65537) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self.kid = kid or uuid.uuid4().hex
+        key = rsa.generate_private_key(public_exponent=public_exponent, key_size=key_size)
+        #: The private key, PKCS#8 PEM.
+        self.private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        #: The public key's numbers (``n``, ``e``).
+        self.public_numbers = key.public_key().public_numbers()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudclients-test-issuer")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=7))
+            .sign(key, hashes.SHA256())
+        )
+        #: The certificate, PEM: what Google's v1 certificate map holds.
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        self._signer: Any = None
+
+    def jwk(self) -> dict[str, str]:
+        """This key as an entry of a v3 JWK set."""
+        numbers = self.public_numbers
+        return {"kid": self.kid, "kty": "RSA", "alg": "RS256", "use": "sig",
+                "n": _b64url(numbers.n), "e": _b64url(numbers.e)}
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """A compact RS256 JWT of *claims* with this key's ``kid``."""
+        from google.auth import crypt, jwt
+
+        if self._signer is None:  # parsing the key takes ~40 ms: once per key
+            self._signer = crypt.RSASigner.from_string(self.private_pem, key_id=self.kid)  # type: ignore[no-untyped-call]
+        return str(jwt.encode(self._signer, dict(claims)).decode())  # type: ignore[no-untyped-call]
+
+
 class PushTokenIssuer:
-    """A local stand-in for Google's token issuer: one throwaway RSA key, its certificate
+    """A local stand-in for Google's token issuer: throwaway signing keys, their certificates
     served at :attr:`certs_url` (v1, ``{kid: PEM}``) and :attr:`jwks_url` (v3, JWKS) on
     127.0.0.1, and ID tokens signed exactly as Pub/Sub push attaches them.
 
@@ -78,34 +126,13 @@ class PushTokenIssuer:
             app.config["CLOUDCLIENTS_PUSH_CERTS_URL"] = push_token_issuer.certs_url
             token = push_token_issuer.sign_push_token(audience="https://app/push")
 
+    :ivar key: the key tokens are signed with (:meth:`rotate` replaces it).
     :ivar requests: how many times the certificates were fetched.
     """
 
     def __init__(self, *, max_age: int = 3600) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-
-        self.kid = uuid.uuid4().hex
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._private_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudclients-test-issuer")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=7))
-            .sign(key, hashes.SHA256())
-        )
-        numbers = key.public_key().public_numbers()
-        self._v1 = json.dumps({self.kid: cert.public_bytes(serialization.Encoding.PEM).decode()}).encode()
-        self._v3 = json.dumps({"keys": [{
-            "kid": self.kid, "kty": "RSA", "alg": "RS256", "use": "sig",
-            "n": _b64url(numbers.n), "e": _b64url(numbers.e),
-        }]}).encode()
+        self.key = SigningKey()
+        self._published: dict[str, SigningKey] = {self.key.kid: self.key}
         self.max_age = max_age
         self.requests = 0
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -117,6 +144,15 @@ class PushTokenIssuer:
         self.certs_url = f"{base}/oauth2/v1/certs"
         #: The v3 JWKS URL.
         self.jwks_url = f"{base}/oauth2/v3/certs"
+
+    def rotate(self, *, retire: bool = False) -> SigningKey:
+        """Sign with a new key from now on (published next to the old one, as Google rotates;
+        with *retire*, the old one is withdrawn). Returns the new key."""
+        old, self.key = self.key, SigningKey()
+        self._published[self.key.kid] = self.key
+        if retire:
+            self._published.pop(old.kid, None)
+        return self.key
 
     def sign_push_token(
         self,
@@ -131,8 +167,6 @@ class PushTokenIssuer:
 
         :param claims: extra or replacement claims; ``None`` removes one (say, ``exp=None``).
         """
-        from google.auth import crypt, jwt
-
         now = int(time.time())
         payload: dict[str, Any] = {
             "iss": "https://accounts.google.com", "aud": audience, "azp": "100000000000000000001",
@@ -144,8 +178,13 @@ class PushTokenIssuer:
                 payload.pop(name, None)
             else:
                 payload[name] = value
-        signer = crypt.RSASigner.from_string(self._private_pem, key_id=self.kid)  # type: ignore[no-untyped-call]
-        return str(jwt.encode(signer, payload).decode())  # type: ignore[no-untyped-call]
+        return self.key.sign(payload)
+
+    def documents(self) -> tuple[bytes, bytes]:
+        """The v1 and v3 certificate documents as served now."""
+        v1 = json.dumps({kid: key.cert_pem for kid, key in self._published.items()}).encode()
+        v3 = json.dumps({"keys": [key.jwk() for key in self._published.values()]}).encode()
+        return v1, v3
 
     def close(self) -> None:
         """Stop serving the certificates. Idempotent."""
@@ -163,7 +202,8 @@ class PushTokenIssuer:
 def _handler(issuer: PushTokenIssuer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = {"/oauth2/v1/certs": issuer._v1, "/oauth2/v3/certs": issuer._v3}.get(self.path.split("?")[0])
+            v1, v3 = issuer.documents()
+            body = {"/oauth2/v1/certs": v1, "/oauth2/v3/certs": v3}.get(self.path.split("?")[0])
             if body is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
