@@ -257,6 +257,7 @@ def test_authenticated_route_takes_tokenless_pushes_from_the_emulator(sample: Mo
     assert push(sample, "?token=bad", envelope(b"local forged"), AUTH_PUSH).status_code == 400
     html = page(sample)
     assert "local push" in html and "local forged" not in html
+    assert "Verified push token claims" not in html  # no token, no claims
 
 
 # -- end to end ------------------------------------------------------------------------------
