@@ -1,0 +1,1 @@
+"""Ports of Google's public Flask samples onto cloudclients (see README.md here)."""
