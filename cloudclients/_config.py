@@ -232,14 +232,13 @@ class Settings:
         """Read and validate settings.
 
         :param config: usually ``app.config``; keys start with ``CLOUDCLIENTS_``.
-        :param environ: fallbacks (``GOOGLE_CLOUD_PROJECT``, ``PUBSUB_EMULATOR_HOST``,
-            ``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS``);
-            defaults to :data:`os.environ`.
-        Keys are read from *config* as ``CLOUDCLIENTS_*``; the four standard
-        Google variables (``GOOGLE_CLOUD_PROJECT``, ``PUBSUB_EMULATOR_HOST``,
-        ``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS``) are honoured
-        in *config* too, then in *environ*. Nothing here touches the network: a
-        project left unset is discovered later, in the process that uses it.
+        :param environ: the environment to fall back on; defaults to :data:`os.environ`.
+        Keys are read from *config* as ``CLOUDCLIENTS_*``, then from *environ*
+        under the same names; the four standard Google variables
+        (``GOOGLE_CLOUD_PROJECT``, ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``,
+        ``GOOGLE_APPLICATION_CREDENTIALS``) are honoured in *config* and *environ*
+        too, after their ``CLOUDCLIENTS_*`` key. Nothing here touches the network:
+        a project left unset is discovered later, in the process that uses it.
 
         :raises ConfigError: for the first invalid or unknown value.
         """
@@ -316,8 +315,9 @@ class _Reader:
                 )
 
     def lookup(self, name: str, spec: Spec) -> _Source | None:
-        """The raw value of *spec*: ``app.config[CLOUDCLIENTS_X]``, else the standard
-        variable in ``app.config``, else in the environment; ``None`` when unset."""
+        """The raw value of *spec*, first found of: ``app.config[CLOUDCLIENTS_X]``, the standard
+        variable in ``app.config``, ``CLOUDCLIENTS_X`` in the environment, the standard variable
+        in the environment; ``None`` when unset."""
         source = self._config_source(spec.key)
         if spec.env is not None:
             alias = self._config_source(spec.env)
@@ -327,8 +327,9 @@ class _Reader:
                     f"Fix: set only {spec.key}."
                 )
             source = source or alias
-            if source is None and not _blank(self._env.get(spec.env)):
-                source = _Source(spec.env, self._env[spec.env], f"from the environment; {spec.key} is not set")
+        for key in (spec.key, spec.env):
+            if source is None and key is not None and not _blank(self._env.get(key)):
+                source = _Source(key, self._env[key], f"from the environment; {spec.key} is not in app.config")
         if source is not None:
             self.sources[name] = source
         return source

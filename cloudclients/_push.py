@@ -11,9 +11,10 @@ Pub/Sub acknowledges a push on 102, 200, 201, 202 or 204 and retries on
 anything else (with backoff), so: the view returning acks; raising (Flask
 answers 500) or answering with another status nacks.
 
-Authentication, in this order: the endpoint's ``verify=`` callable, else its
-``auth=``, else ``CLOUDCLIENTS_PUSH_AUTH`` (``oidc`` by default when an
-audience is configured):
+Authentication: the endpoint's ``verify=`` callable when given, then its
+``auth=`` (or ``audience=``), else ``CLOUDCLIENTS_PUSH_AUTH`` (``oidc`` by default
+when an audience is configured) — a ``verify=`` alone replaces the token check,
+``verify=`` with ``auth=``/``audience=`` runs both, the callable first:
 
 ``oidc``
     ``Authorization: Bearer <Google ID token>`` is required and verified
@@ -34,8 +35,8 @@ audience is configured):
 ``verify=callable``
     ``verify(flask.request)`` runs before the body is read (say, a shared
     token in the query string): a truthy result accepts (a mapping becomes
-    ``message.claims``), a falsy one answers 401, an ``HTTPException`` it
-    raises (``abort(403)``) is the answer.
+    ``message.claims``, unless a verified token's claims replace it), a falsy
+    one answers 401, an ``HTTPException`` it raises (``abort(403)``) is the answer.
 
 An endpoint whose configuration can never accept a push (no mode and no
 audience) answers 500 — refusing is the only safe default for a public URL,
@@ -156,12 +157,14 @@ def push_endpoint(
     :param service_account: expected ``email`` of the token, instead of
         ``CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT``.
     :param verify: a custom check, ``verify(flask.request)``, run before the
-        body is read; replaces token verification for this endpoint.
+        body is read: alone, it replaces token verification for this endpoint;
+        with *auth* or *audience*, the token is verified after it passes (as
+        App Engine's sample checks a shared token and the OIDC token).
     :param unwrapped: the subscription uses payload unwrapping (``no_wrapper``)
         without ``write_metadata`` (with it, unwrapped pushes are recognised
         by their headers anyway).
-    :raises ValueError: for an unknown *auth*, a malformed *audience* or
-        *service_account*, or *verify* combined with token options.
+    :raises ValueError: for an unknown *auth*, or a malformed *audience* or
+        *service_account*.
     :raises TypeError: if *verify* is not callable.
     """
     options = _check_options(auth, audience, service_account, verify, unwrapped)
@@ -200,14 +203,8 @@ def _check_options(
 ) -> _Options:
     if auth is not None and auth not in PUSH_AUTH_MODES:
         raise ValueError(f"push_endpoint(auth={auth!r}) is not one of {', '.join(map(repr, PUSH_AUTH_MODES))}.")
-    if verify is not None:
-        if not callable(verify):
-            raise TypeError(f"push_endpoint(verify={verify!r}) is not callable. Fix: pass a function of the request.")
-        if auth is not None or audience is not None or service_account is not None:
-            raise ValueError(
-                "push_endpoint(verify=…) replaces token verification; it cannot be combined with auth=, audience= "
-                "or service_account=. Fix: check the token inside your verifier, or drop verify=."
-            )
+    if verify is not None and not callable(verify):
+        raise TypeError(f"push_endpoint(verify={verify!r}) is not callable. Fix: pass a function of the request.")
     try:
         audience = None if audience is None else word(audience)
         service_account = None if service_account is None else email(service_account)
@@ -224,7 +221,7 @@ def _check_options(
 
 def plan_for(settings: Settings, options: _Options) -> _Plan:
     """How an endpoint with *options* authenticates in an app with *settings*."""
-    if options.verify is not None:
+    if options.verify is not None and options.auth is None and options.audience is None:
         return _Plan("custom", verify=options.verify)
     audience = options.audience or settings.push_audience
     account = options.service_account or settings.push_service_account
@@ -245,7 +242,7 @@ def plan_for(settings: Settings, options: _Options) -> _Plan:
         return _Plan(None, problem=(
             "auth='unauthenticated' is only allowed against the Pub/Sub emulator and none is configured. Fix: use "
             "'oidc_or_emulator', or 'platform' behind Cloud Run IAM or IAP"))
-    return _Plan(mode, audience=audience, service_account=account)
+    return _Plan(mode, audience=audience, service_account=account, verify=options.verify)
 
 
 def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response | None, Mapping[str, Any]]:
@@ -255,21 +252,23 @@ def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response
         _errors.error(f"{id(state)} {request.path} 500", "cloudclients: push to %s refused (500): %s.",
                       request.path, plan.problem)
         return _error(500, "push authentication not configured", plan.problem or ""), {}
-    if plan.mode == "custom":
-        assert plan.verify is not None
+    verified: Mapping[str, Any] = {}
+    if plan.verify is not None:
         verdict = plan.verify(request)  # an HTTPException it raises is the answer
         if not verdict:
             return _reject(TokenRejectedError(401, "the request was refused by the endpoint's verifier")), {}
-        return None, verdict if isinstance(verdict, Mapping) else {}
+        verified = verdict if isinstance(verdict, Mapping) else {}
+        if plan.mode == "custom":
+            return None, verified
     if plan.mode == "platform":
-        return None, {}
+        return None, verified
     header = request.headers.get("Authorization", "")
     if not header:
         if plan.mode == "unauthenticated" or (plan.mode == "oidc_or_emulator" and state.settings.pubsub_emulator):
-            return None, {}
+            return None, verified
         return _reject(TokenRejectedError(401, "no bearer token (Authorization header missing)")), {}
     if plan.audience is None:  # emulator modes without an audience: nothing to check a token against
-        return None, {}
+        return None, verified
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _reject(TokenRejectedError(401, "the Authorization header is not 'Bearer <token>'")), {}

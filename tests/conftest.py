@@ -23,6 +23,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     leak a Flask context."""
     for key in _EMULATOR_ENV:
         monkeypatch.delenv(key, raising=False)
+    for key in [k for k in os.environ if k.startswith("CLOUDCLIENTS_") and not k.startswith("CLOUDCLIENTS_TEST_")]:
+        monkeypatch.delenv(key)  # settings are read from the environment too
     yield
     assert not has_app_context() and not has_request_context(), "a test leaked a Flask context"
 

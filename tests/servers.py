@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import subprocess
 import sys
@@ -130,8 +131,9 @@ class Load:
                     status, reply = resp.status, resp.read()
             except urllib.error.HTTPError as exc:
                 status, reply = exc.code, exc.read()
-            except OSError:
-                time.sleep(0.02)  # refused while the server restarts or stops
+            except (OSError, http.client.HTTPException):
+                # Refused while the server restarts or stops; cut mid-answer by a SIGKILLed worker.
+                time.sleep(0.02)
             with self._lock:
                 self.outcomes.append(Outcome(body, status, started, time.monotonic() - started, reply))
             if self.pause:

@@ -158,3 +158,15 @@ def test_emulator_project_ids_are_allowed_only_with_an_emulator(project: str) ->
     assert settings({P + "PROJECT": project, P + "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}).project == project
     with pytest.raises(ConfigError, match=f"{P}PROJECT={project!r}.*not a valid project ID.*Fix"):
         settings({P + "PROJECT": project})
+
+
+def test_every_key_can_come_from_the_environment() -> None:
+    """CLOUDCLIENTS_* variables in the environment are read under their own names (Cloud Run
+    sets variables, not app.config); app.config wins; the standard name comes after the
+    CLOUDCLIENTS_ one."""
+    s = settings({P + "PUBLISH_TIMEOUT": 3},
+                 {P + "PUSH_AUTH": "platform", P + "PUBLISH_TIMEOUT": "7", P + "PROJECT": "env-project-1",
+                  "GOOGLE_CLOUD_PROJECT": "other-project"})
+    assert (s.push_auth, s.publish_timeout, s.project) == ("platform", 3.0, "env-project-1")
+    with pytest.raises(ConfigError, match=r"CLOUDCLIENTS_HEALTH_TIMEOUT='soon' \(from the environment"):
+        settings({}, {P + "HEALTH_TIMEOUT": "soon"})

@@ -120,17 +120,39 @@ def test_a_custom_verifier_runs_before_the_body_is_read() -> None:
     assert len(seen) == 1
 
 
+def test_a_custom_verifier_and_oidc_together(issuer: LocalIssuer) -> None:
+    """verify= with auth= runs both, the verifier first (App Engine's standard sample checks a
+    shared token and the OIDC token): either failing refuses the push; the token's claims reach
+    the view."""
+    app = Flask(__name__)
+    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
+                       "CLOUDCLIENTS_PUSH_AUDIENCE": AUDIENCE, "CLOUDCLIENTS_PUSH_CERTS_URL": issuer.certs_url})
+    CloudClients(app)
+    seen: list[ReceivedMessage] = []
+
+    @app.post("/push")
+    @push_endpoint(verify=lambda request: request.args.get("token") == "s3cret", auth="oidc")
+    def push(message: ReceivedMessage) -> None:
+        seen.append(message)
+
+    client = app.test_client()
+    good = {"Authorization": f"Bearer {issuer.token(AUDIENCE)}"}
+    assert client.post("/push?token=wrong", json=BODY, headers=good).status_code == 401
+    assert client.post("/push?token=s3cret", json=BODY).status_code == 401
+    assert client.post("/push?token=s3cret", json=BODY, headers=good).status_code == 204
+    assert seen[0].claims["aud"] == AUDIENCE and len(seen) == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
         ({"auth": "open"}, ValueError),
         ({"verify": "not callable"}, TypeError),
-        ({"verify": lambda r: True, "audience": AUDIENCE}, ValueError),
         ({"audience": "has spaces in it"}, ValueError),
         ({"service_account": "not-an-email"}, ValueError),
         ({"unwrapped": "yes"}, TypeError),
     ],
-    ids=["unknown-mode", "verify-not-callable", "verify-and-audience", "bad-audience", "bad-account", "unwrapped"],
+    ids=["unknown-mode", "verify-not-callable", "bad-audience", "bad-account", "unwrapped"],
 )
 def test_decorator_misuse_fails_at_import(kwargs: dict[str, Any], error: type[Exception]) -> None:
     """A bad push_endpoint() argument raises when the module is imported, not when a push arrives."""

@@ -114,12 +114,8 @@ def create_app() -> Flask:
         return "OK", 200
 
     @app.post("/push-handlers/receive_messages")
-    @push_endpoint  # OIDC, from the settings above
+    @push_endpoint(verify=shared_token, auth="oidc_or_emulator")  # both, the shared token first
     def receive_authenticated(message: ReceivedMessage) -> tuple[str, int]:
-        # cloudclients checked the bearer token; the subscription's URL carries the shared
-        # token too, and the sample requires both. (verify= replaces token verification, so
-        # the shared token is checked here, after the bearer token.)
-        shared_token(request)
         if message.claims:  # a tokenless push from an emulator has none
             CLAIMS.append({name: message.claims[name] for name in SHOWN_CLAIMS if name in message.claims})
         remember(message)
