@@ -175,10 +175,11 @@ def test_admin_faults_reset_and_stats() -> None:
             reg.publisher.publish(topic, b"x").result(timeout=10)
             stats = http(base + "/admin/stats")[1]
             assert stats["rss_bytes"] > 0 and stats["topics"] == 1 and stats["open_streams"] == 0
+            held = stats["subscriptions"][sub]["bytes"]
             assert stats["subscriptions"] == {
-                sub: {"backlog": 1, "outstanding": 0, "bytes": stats["subscriptions"][sub]["bytes"]}
+                sub: {"backlog": 1, "outstanding": 0, "retained": 0, "messages": 1, "bytes": held}
             }
-            assert stats["subscriptions"][sub]["bytes"] > 0
+            assert held > 0 and stats["held"] == {"messages": 1, "bytes": held}
 
             assert http(base + "/admin/reset", "POST", {})[0] == 200
             with pytest.raises(gexc.NotFound):
