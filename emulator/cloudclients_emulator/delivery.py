@@ -35,10 +35,12 @@ __all__ = ["ACKED", "DELAYED", "LEASED", "QUEUED", "READY", "Consumer", "Deliver
 READY, DELAYED, QUEUED, LEASED, ACKED = range(5)
 
 #: Under load a subscription's consumers get a batch at most this often, so
-#: many small publishes become a few larger responses (each response costs the
-#: client a receipt ModifyAckDeadline call). The first message after a quiet
-#: spell goes out at once.
-DISPATCH_INTERVAL = 0.005
+#: many small publishes become a few larger responses: each response costs the
+#: client a receipt ModifyAckDeadline call and an Acknowledge, and the client
+#: batches those over 10 ms itself. The first message after a quiet spell goes
+#: out at once. (Measured on the capped mix: 5 ms -> 10 ms -> 20 ms cut the
+#: client's calls per message by about 15 % a step, the emulator's CPU less.)
+DISPATCH_INTERVAL = 0.01
 
 #: Bytes a received message adds to a response beyond its own (ack id, framing).
 RESPONSE_OVERHEAD = 48

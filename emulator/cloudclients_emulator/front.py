@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
+import math
 import socket
 
 from .grpc_h2 import GrpcConnection, Method
 from .http11 import Handler, HttpConnection
 
-__all__ = ["Listener"]
+__all__ = ["ACCEPT_PAUSE", "Listener"]
+
+log = logging.getLogger("cloudclients_emulator")
 
 _PREFACE = b"PRI "
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_PAUSE = 0.5
 
 
 class _Sniff(asyncio.Protocol):
@@ -73,11 +80,58 @@ class Listener:
         self.sniffing: set[_Sniff] = set()
         self.grpc: set[GrpcConnection] = set()
         self.http_conns: set[HttpConnection] = set()
-        self._server: asyncio.Server | None = None
+        self._accepting = False
+        self._warned_at = -math.inf
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Sniff(self), sock=self.sock, backlog=1024)
+        """Listen and accept.
+
+        The accept loop is this class's own: asyncio's, out of file descriptors,
+        retries the whole backlog at once and logs each failure with a traceback.
+        Here a failed accept pauses accepting for :data:`ACCEPT_PAUSE` seconds
+        (connections wait in the kernel's queue) with one warning a minute.
+        """
+        self.loop = asyncio.get_running_loop()
+        self.sock.listen(1024)
+        self.loop.add_reader(self.sock.fileno(), self._accept)
+        self._accepting = True
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause(exc)
+                else:
+                    log.warning("accept() failed: %s", exc)
+                return
+            conn.setblocking(False)
+            self.loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: _Sniff(self), conn)
+        except OSError as exc:
+            log.debug("could not set up an accepted connection: %s", exc)
+            conn.close()
+
+    def _pause(self, exc: OSError) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        now = self.loop.time()
+        if now - self._warned_at > 60:
+            self._warned_at = now
+            log.warning("cannot accept connections (%s) with %d open: pausing accept() for %.1f s at a time",
+                        exc.strerror, self.open_connections, ACCEPT_PAUSE)
+        self.loop.call_later(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        if self._accepting:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def protocol_for(self, is_http2: bool) -> asyncio.Protocol:
         if is_http2:
@@ -90,8 +144,10 @@ class Listener:
         return http
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
     def goaway(self) -> None:
         """No new work: GOAWAY on HTTP/2 connections, HTTP/1.1 ones closed after their current answer."""

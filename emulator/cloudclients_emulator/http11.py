@@ -223,6 +223,9 @@ class HttpConnection(asyncio.Protocol):
         return True
 
     async def _read(self, head: h11.Request) -> Request:
+        for name, value in head.headers:
+            if name == b"content-length" and int(value) > MAX_HTTP_BODY_BYTES:  # h11 checked it is digits
+                raise _BodyTooLargeError
         if self.h11.they_are_waiting_for_100_continue:
             self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         chunks: list[bytes] = []
