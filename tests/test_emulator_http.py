@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudclients._emulators import free_port
+from cloudclients.testing import free_port
 from tests.emulator_proc import PROJECT, cpu_seconds, emulator, http, registry
 
 pytest.importorskip("cloudclients_emulator", reason="the emulator package (pip install -e emulator/) is needed")
