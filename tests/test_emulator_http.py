@@ -201,6 +201,8 @@ def test_ready_only_once_the_topology_is_loaded(tmp_path: Path) -> None:
         (b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),
         (b"{not json", "not JSON"),
     ],
+    ids=["count-1e400", "delay-1e17", "count-bool", "lowercase-method", "unknown-method", "unknown-field",
+         "array", "200-KB", "deep-nesting", "not-json"],
 )
 def test_admin_faults_refuse_bad_input_with_400_and_a_reason(body: bytes, says: str) -> None:
     """Every bad fault spec gets 400 with the reason (none drops the connection, none is armed)."""
