@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import subprocess
 import sys
@@ -130,7 +131,7 @@ class Load:
                     status, reply = resp.status, resp.read()
             except urllib.error.HTTPError as exc:
                 status, reply = exc.code, exc.read()
-            except OSError:
+            except (OSError, http.client.HTTPException):  # refused, reset, or cut off mid-answer (a killed worker)
                 time.sleep(0.02)  # refused while the server restarts or stops
             with self._lock:
                 self.outcomes.append(Outcome(body, status, started, time.monotonic() - started, reply))
