@@ -34,13 +34,15 @@ __all__ = ["ACKED", "DELAYED", "LEASED", "QUEUED", "READY", "Consumer", "Deliver
 
 READY, DELAYED, QUEUED, LEASED, ACKED = range(5)
 
-#: Under load a subscription's consumers get a batch at most this often, so
-#: many small publishes become a few larger responses: each response costs the
-#: client a receipt ModifyAckDeadline call and an Acknowledge, and the client
-#: batches those over 10 ms itself. The first message after a quiet spell goes
-#: out at once. (Measured on the capped mix: 5 ms -> 10 ms -> 20 ms cut the
-#: client's calls per message by about 15 % a step, the emulator's CPU less.)
-DISPATCH_INTERVAL = 0.01
+#: Under load a subscription's StreamingPull streams get a batch at most this
+#: often, so many small publishes become a few larger responses: each response
+#: costs the client a receipt ModifyAckDeadline call and an Acknowledge. The
+#: first message after a quiet spell goes out at once, and a waiting unary Pull
+#: or a free push slot is served at once too (they cost no extra calls).
+#: Measured on the capped mix: 5 ms -> 10 ms -> 20 ms cut the client's calls
+#: per message by about 15 % a step and the emulator's CPU per message by about
+#: 10 % a step.
+DISPATCH_INTERVAL = 0.02
 
 #: Bytes a received message adds to a response beyond its own (ack id, framing).
 RESPONSE_OVERHEAD = 48
@@ -95,6 +97,9 @@ class Consumer:
 
     #: Seconds a lease taken by this consumer lasts (``math.inf``: until released).
     ack_deadline: float = 10.0
+    #: Served at most every :data:`DISPATCH_INTERVAL` under load (StreamingPull);
+    #: otherwise as soon as there are messages.
+    paced: bool = False
 
     def room(self) -> tuple[int, int]:
         """Messages and bytes this consumer may take now."""
@@ -148,7 +153,9 @@ class Delivery:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._dispatch_handle: asyncio.Handle | None = None
+        self._dispatch_soon = False  # the scheduled dispatch runs at once (not paced)
         self._last_dispatch = -math.inf
+        self._unpaced_waiting = 0
 
     # -- what is held ----------------------------------------------------------------
 
@@ -223,6 +230,7 @@ class Delivery:
         """The subscription is gone: drop everything and stop the timers."""
         self.reset(())
         self.waiting.clear()
+        self._unpaced_waiting = 0
         for handle in (self._timer, self._dispatch_handle):
             if handle is not None:
                 handle.cancel()
@@ -369,20 +377,29 @@ class Delivery:
 
     def want(self, consumer: Consumer) -> None:
         """*consumer* has room: give it messages when there are some (in turn with the others)."""
-        self.waiting[consumer] = None
+        if consumer not in self.waiting:
+            self.waiting[consumer] = None
+            if not consumer.paced:
+                self._unpaced_waiting += 1
         self._schedule()
 
     def unwant(self, consumer: Consumer) -> None:
-        self.waiting.pop(consumer, None)
+        if self.waiting.pop(consumer, 0) is None and not consumer.paced:
+            self._unpaced_waiting -= 1
 
     def _schedule(self) -> None:
-        if self._dispatch_handle is not None or not self.waiting or not self.ready:
+        if not self.waiting or not self.ready:
             return
+        urgent = self._unpaced_waiting > 0
+        if self._dispatch_handle is not None:
+            if self._dispatch_soon or not urgent:
+                return
+            self._dispatch_handle.cancel()  # a paced dispatch, but someone unpaced waits now
         at = self._last_dispatch + DISPATCH_INTERVAL
-        if at <= self.loop.time():
-            self._dispatch_handle = self.loop.call_soon(self._dispatch)
+        if urgent or at <= self.loop.time():
+            self._dispatch_handle, self._dispatch_soon = self.loop.call_soon(self._dispatch), True
         else:
-            self._dispatch_handle = self.loop.call_at(at, self._dispatch)
+            self._dispatch_handle, self._dispatch_soon = self.loop.call_at(at, self._dispatch), False
 
     def _dispatch(self) -> None:
         self._dispatch_handle = None
@@ -391,6 +408,8 @@ class Delivery:
         while waiting and self.ready:
             consumer = next(iter(waiting))
             del waiting[consumer]
+            if not consumer.paced:
+                self._unpaced_waiting -= 1
             messages, size = consumer.room()
             if messages <= 0 or size <= 0:
                 continue  # it asks again when it has room

@@ -132,6 +132,8 @@ def pull(state: State, request: Any, loop: asyncio.AbstractEventLoop) -> bytes |
 class StreamingPull(Consumer):
     """One open StreamingPull (the gRPC stream handler and a delivery consumer)."""
 
+    paced = True
+
     def __init__(self, state: State, faults: Faults, call: ServerCall) -> None:
         self.state = state
         self.faults = faults
