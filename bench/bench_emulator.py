@@ -16,7 +16,15 @@ once, so they do not share the cores):
    polling for both) to the first successful gRPC call (``ListTopics``), best of
    ``COLD_STARTS`` fresh starts;
 5. RSS (MB) of the emulator process tree (``VmRSS`` of the process and its
-   descendants), idle right after start and after the throughput tests.
+   descendants), idle right after start and after the throughput tests;
+6. under load (bench/emulator_load.py): the realistic mix of publisher
+   processes and streaming subscribers (uncapped and rate-capped), publish
+   latency with 20,000 leases outstanding and with 1,000 open streams, and a
+   stock client draining 10,000 x 8 KB, in ``BENCH_EMULATOR_ROUNDS`` (default
+   2) interleaved rounds.
+
+``BENCH_EMULATOR_PYTHONPATH`` runs "ours" from another checkout's emulator
+(e.g. ``/path/to/main/emulator``) for a before/after comparison.
 
 Every measurement uses a fresh topic/subscription. Run it directly
 (``python bench/bench_emulator.py``) or call :func:`run` for the markdown.
@@ -43,7 +51,8 @@ import grpc
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import ListTopicsRequest, ListTopicsResponse
 
-from cloudclients.testing import free_port, official_pubsub_emulator, start_pubsub_emulator
+from bench import emulator_load
+from cloudclients.testing import EmulatorProcess, free_port, official_pubsub_emulator, start_pubsub_emulator
 
 PROJECT = "bench-project"
 PAYLOAD = 100
@@ -54,6 +63,9 @@ COLD_STARTS = 5
 FLOW_MAX_MESSAGES = 2_000
 RECEIVE_TIMEOUT = 60.0
 COLD_TIMEOUT = 60.0
+
+#: Rounds of the load scenarios (bench/emulator_load.py), each emulator in turn.
+LOAD_ROUNDS = int(os.environ.get("BENCH_EMULATOR_ROUNDS", "2"))
 
 TARGET_STREAMING_X = 5.0
 TARGET_BATCHED_X = 1.5
@@ -152,6 +164,12 @@ def _emulator_cmd(kind: str, port: int) -> list[str]:
     return [launcher, "--host=127.0.0.1", f"--port={port}"]
 
 
+def _emulator_env() -> dict[str, str]:
+    """Extra environment for our emulator: ``BENCH_EMULATOR_PYTHONPATH`` benchmarks another checkout of it."""
+    other = os.environ.get("BENCH_EMULATOR_PYTHONPATH")
+    return {"PYTHONPATH": other} if other else {}
+
+
 def _clean_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PUBSUB_EMULATOR_HOST", None)
@@ -187,7 +205,7 @@ def cold_start_once(kind: str) -> float:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=_clean_env(),
+        env={**_clean_env(), **(_emulator_env() if kind == "cloudclients" else {})},
         start_new_session=True,
     )
     try:
@@ -286,7 +304,7 @@ def measure(kind: str, log: Callable[[str], None]) -> Result:
     log(f"[{kind}] cold start x{COLD_STARTS}")
     res.cold = min(cold_start_once(kind) for _ in range(COLD_STARTS))
 
-    emu = start_pubsub_emulator(kind, project=PROJECT)
+    emu = _start(kind)
     old_env = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = emu.host
     clients: list[object] = []
@@ -443,16 +461,27 @@ def _ok(met: bool) -> str:
     return "met" if met else "**MISSED**"
 
 
+def _start(kind: str) -> EmulatorProcess:
+    return start_pubsub_emulator(kind, project=PROJECT, extra_env=_emulator_env())  # type: ignore[arg-type]
+
+
 def run(log: Callable[[str], None] | None = None) -> str:
-    """Run the whole benchmark (≈ 1–3 minutes) and return a markdown section."""
+    """Run the whole benchmark (≈ 6–10 minutes) and return a markdown section."""
 
     def _log(msg: str) -> None:
         if log is not None:
             log(msg)
 
+    kinds = ["cloudclients", *(["official"] if official_pubsub_emulator() is not None else [])]
     ours = measure("cloudclients", _log)
-    official = measure("official", _log) if official_pubsub_emulator() is not None else None
-    return render(ours, official)
+    official = measure("official", _log) if len(kinds) > 1 else None
+    loads: dict[str, list[emulator_load.LoadResult]] = {kind: [] for kind in kinds}
+    for round_no in range(1, LOAD_ROUNDS + 1):  # interleaved: the machine drifts
+        for kind in kinds:
+            _log(f"load round {round_no}/{LOAD_ROUNDS}")
+            loads[kind].append(emulator_load.measure_load(kind, _start, tree_cpu_s, tree_rss_mb, _log))
+    return render(ours, official) + "\n" + "\n".join(
+        emulator_load.render_load(loads["cloudclients"], loads.get("official", [])))
 
 
 def main() -> int:

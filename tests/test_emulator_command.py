@@ -14,75 +14,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import PublisherClient as GapicPublisher
 
-from cloudclients import ClientRegistry, Settings
+from tests.emulator_proc import PROJECT, emulator, http, registry, topic_and_subscription
 
 pytest.importorskip("cloudclients_emulator", reason="the emulator package (pip install -e emulator/) is needed")
-
-PROJECT = "cmd-project"
-
-
-@contextmanager
-def emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    """Run the command; yield it and the variables its ``export`` lines set, once ready."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudclients_emulator", "--host-port", "127.0.0.1:0", "--project", PROJECT, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    env: dict[str, str] = {}
-    try:
-        for line in proc.stdout:
-            match = re.fullmatch(r"export (\w+)=(\S+)\n", line)
-            assert match, f"unexpected output line {line!r}"
-            env[match.group(1)] = match.group(2)
-            if match.group(1) == "PUBSUB_EMULATOR_HOST":
-                break
-        else:
-            pytest.fail(f"the emulator exited with {proc.wait()}: {proc.stderr.read()}")
-        yield proc, env
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-def http(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode()
-
-
-def registry(env: dict[str, str]) -> ClientRegistry:
-    return ClientRegistry.from_settings(Settings.from_mapping({"CLOUDCLIENTS_PROJECT": PROJECT}, env), name="cmd")
-
-
-def topic_and_subscription(reg: ClientRegistry, name: str) -> tuple[str, str]:
-    topic, sub = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}"
-    reg.publisher.create_topic(name=topic)
-    reg.subscriber.create_subscription(name=sub, topic=topic)
-    return topic, sub
 
 
 def test_ready_line_readiness_and_clean_sigterm() -> None:
@@ -175,10 +115,11 @@ def test_admin_faults_reset_and_stats() -> None:
             reg.publisher.publish(topic, b"x").result(timeout=10)
             stats = http(base + "/admin/stats")[1]
             assert stats["rss_bytes"] > 0 and stats["topics"] == 1 and stats["open_streams"] == 0
+            held = stats["subscriptions"][sub]["bytes"]
             assert stats["subscriptions"] == {
-                sub: {"backlog": 1, "outstanding": 0, "bytes": stats["subscriptions"][sub]["bytes"]}
+                sub: {"backlog": 1, "outstanding": 0, "retained": 0, "messages": 1, "bytes": held}
             }
-            assert stats["subscriptions"][sub]["bytes"] > 0
+            assert held > 0 and stats["held"] == {"messages": 1, "bytes": held}
 
             assert http(base + "/admin/reset", "POST", {})[0] == 200
             with pytest.raises(gexc.NotFound):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 
-import grpc
-
-from .errors import ApiError
+from .errors import ApiError, Code
 
 __all__ = ["check_name", "check_project"]
 
@@ -18,7 +16,7 @@ def check_project(name: str) -> str:
     """Return the project id of ``projects/{project}``."""
     parts = name.split("/")
     if len(parts) != 2 or parts[0] != "projects" or not parts[1]:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid project: (project={name})")
+        raise ApiError(Code.INVALID_ARGUMENT, f"Invalid project: (project={name})")
     return parts[1]
 
 
@@ -33,5 +31,5 @@ def check_name(name: str, collection: str) -> str:
         and bool(_ID.match(parts[3])) and not parts[3].lower().startswith("goog")
     )
     if not ok:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid [{collection}] name: (name={name})")
+        raise ApiError(Code.INVALID_ARGUMENT, f"Invalid [{collection}] name: (name={name})")
     return name

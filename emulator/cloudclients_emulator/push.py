@@ -1,93 +1,148 @@
-"""Push delivery: POST the service's JSON envelope to each push endpoint.
+"""Push delivery: POST the service's JSON envelope to each push endpoint, with flow control.
 
-A 2xx (102, 200, 201, 202, 204 for the service) acknowledges; anything else, or
-no answer within the ack deadline, counts as a nack and the message is retried
-with backoff: the subscription's retry policy, or exponential from 100 ms to
-10 s, as the service does for push.
+Each push subscription is a :class:`~.delivery.Consumer` with at most
+:data:`PUSH_MAX_OUTSTANDING` POSTs in flight. A message is leased only when a
+slot is free and is POSTed at once, so nothing waits in a queue while its
+lease runs out; its lease lasts until the POST ends, which is bounded by the
+ack deadline (the service's limit for a push answer). A 2xx (102, 200, 201,
+202, 204 for the service) acknowledges; anything else, or no answer in time,
+is a nack: the message comes back after the retry policy's backoff, or
+exponential backoff from 100 ms to 10 s as the service does for push. A
+message is never POSTed twice at once, and never again once acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+import math
 from typing import Any
 
-from .state import State, Sub
+import h11
 
-__all__ = ["PushDelivery", "envelope"]
+from .delivery import Consumer, Lease
+from .http11 import HttpClient
+from .limits import MAX_RESPONSE_BYTES
+from .state import Sub, pb
+
+__all__ = ["PUSH_MAX_OUTSTANDING", "PushDelivery", "envelope"]
 
 log = logging.getLogger("cloudclients_emulator")
 
+PUSH_MAX_OUTSTANDING = 4
+_ACK_STATUSES = frozenset((102, 200, 201, 202, 204))
+_HEADERS = [("content-type", "application/json"), ("user-agent", "APIs-Google; cloudclients-emulator")]
 
-def envelope(sub_name: str, received: Any, with_attempt: bool) -> dict[str, Any]:
-    """The JSON body the service POSTs for one message."""
-    msg = received.message
-    publish_time = msg.publish_time.ToJsonString()
-    message: dict[str, Any] = {
-        "data": base64.b64encode(msg.data).decode(),
-        "attributes": dict(msg.attributes),
-        "messageId": msg.message_id,
-        "message_id": msg.message_id,
+
+def envelope(sub_name: str, message: Any, attempt: int | None) -> dict[str, Any]:
+    """The JSON body the service POSTs for one message (a ``PubsubMessage``)."""
+    publish_time = message.publish_time.ToJsonString()
+    body: dict[str, Any] = {
+        "data": base64.b64encode(message.data).decode(),
+        "attributes": dict(message.attributes),
+        "messageId": message.message_id,
+        "message_id": message.message_id,
         "publishTime": publish_time,
         "publish_time": publish_time,
     }
-    if msg.ordering_key:
-        message["orderingKey"] = msg.ordering_key
-    body: dict[str, Any] = {"message": message, "subscription": sub_name}
-    if with_attempt:
-        body["deliveryAttempt"] = received.delivery_attempt
-    return body
+    if message.ordering_key:
+        body["orderingKey"] = message.ordering_key
+    out: dict[str, Any] = {"message": body, "subscription": sub_name}
+    if attempt is not None:
+        out["deliveryAttempt"] = attempt
+    return out
+
+
+class _PushSub(Consumer):
+    """Push for one subscription."""
+
+    ack_deadline = math.inf  # leases end with the POST (which times out at the ack deadline)
+
+    def __init__(self, owner: PushDelivery, sub: Sub) -> None:
+        self.owner = owner
+        self.sub = sub
+        self.inflight = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active = True
+        sub.delivery.want(self)
+
+    def room(self) -> tuple[int, int]:
+        return (PUSH_MAX_OUTSTANDING - self.inflight, MAX_RESPONSE_BYTES) if self.active else (0, 0)
+
+    def deliver(self, leases: list[Lease]) -> None:
+        loop = self.sub.delivery.loop
+        for lease in leases:
+            self.inflight += 1
+            task = loop.create_task(self._push(lease))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        self._want()
+
+    def _want(self) -> None:
+        if self.active and self.inflight < PUSH_MAX_OUTSTANDING:
+            self.sub.delivery.want(self)
+
+    async def _push(self, lease: Lease) -> None:
+        sub = self.sub
+        endpoint = sub.pb.push_config.push_endpoint
+        ok = False
+        try:
+            message = pb.PubsubMessage.FromString(lease.entry.msg.raw)
+            attempt = lease.entry.attempts if sub.max_attempts() else None
+            body = json.dumps(envelope(sub.name, message, attempt)).encode()
+            status = await self.owner.client.post(endpoint, body, _HEADERS, timeout=sub.ack_deadline)
+            ok = status in _ACK_STATUSES
+            if not ok:
+                log.debug("push to %s: HTTP %d", endpoint, status)
+        except (OSError, TimeoutError, h11.ProtocolError) as exc:
+            log.debug("push to %s failed: %r", endpoint, exc)
+        except Exception:  # never leave a message leased for ever
+            log.exception("push to %s failed", endpoint)
+        finally:
+            self.inflight -= 1
+        delivery = sub.delivery
+        if delivery.leases.get(lease.ack_id) is lease:  # not ended meanwhile (seek, detach, delete)
+            if ok:
+                delivery.ack((lease.ack_id,))
+            else:
+                attempts = lease.entry.attempts
+                delay = sub.backoff(attempts) or min(10.0, 0.1 * 2 ** max(attempts - 1, 0))
+                delivery.release((lease,), backoff=False, delay=delay)
+        self._want()
+
+    def stop(self) -> None:
+        """No more pushes: in-flight POSTs are cancelled and their messages released."""
+        self.active = False
+        self.sub.delivery.unwant(self)
+        for task in list(self.tasks):
+            task.cancel()
+        leases = [lease for lease in self.sub.delivery.leases.values() if lease.consumer is self]
+        self.sub.delivery.release(leases, backoff=False)
 
 
 class PushDelivery:
-    """A background thread leasing messages of push subscriptions and POSTing them."""
+    """Push for every push subscription (the state's :class:`~.state.PushHook`)."""
 
-    def __init__(self, state: State, workers: int = 16) -> None:
-        self.state = state
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="push")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="push-loop", daemon=True)
+    def __init__(self) -> None:
+        self.client = HttpClient()
+        self._subs: dict[Sub, _PushSub] = {}
 
-    def start(self) -> None:
-        self._thread.start()
+    def update(self, sub: Sub) -> None:
+        wanted = bool(sub.pb.push_config.push_endpoint) and not sub.detached
+        current = self._subs.get(sub)
+        if wanted and current is None:
+            self._subs[sub] = _PushSub(self, sub)
+        elif not wanted and current is not None:
+            self.remove(sub)
+
+    def remove(self, sub: Sub) -> None:
+        current = self._subs.pop(sub, None)
+        if current is not None:
+            current.stop()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            work = self.state.push_work(time.monotonic())
-            for sub, received in work:
-                self._pool.submit(self._deliver, sub, received)
-            if not work:
-                with self.state.cond:
-                    self.state.cond.wait(0.05)
-
-    def _deliver(self, sub: Sub, received: Any) -> None:
-        # urllib.request (with http.client) costs 25 ms at start-up; most runs never push.
-        import urllib.error
-        import urllib.request
-
-        endpoint = sub.pb.push_config.push_endpoint
-        body = json.dumps(envelope(sub.name, received, received.delivery_attempt > 0)).encode()
-        request = urllib.request.Request(
-            endpoint, data=body, method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "APIs-Google; cloudclients-emulator"},
-        )
-        ok = False
-        try:
-            with urllib.request.urlopen(request, timeout=sub.pb.ack_deadline_seconds) as response:
-                ok = response.status in (102, 200, 201, 202, 204)
-        except urllib.error.HTTPError as exc:
-            log.debug("push to %s: HTTP %d", endpoint, exc.code)
-        except OSError as exc:
-            log.debug("push to %s failed: %s", endpoint, exc)
-        if ok:
-            self.state.acknowledge(sub.name, [received.ack_id])
-        else:
-            self.state.push_failed(sub.name, received.ack_id)
+        for sub in list(self._subs):
+            self.remove(sub)
+        self.client.close()

@@ -1,37 +1,43 @@
-"""Assemble the emulator: state, gRPC server, the one public port, push, storage child."""
+"""Assemble the emulator: state, the one listener (gRPC and HTTP/1.1), push, the storage child, topology.
+
+Everything runs in one asyncio event loop on one thread. :meth:`Emulator.stop`
+is bounded: open streams end with UNAVAILABLE, HTTP/2 connections get GOAWAY,
+push and injected delays are cancelled, and whatever is still open after a
+short grace is closed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import json
 import logging
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
+from .errors import Code
 from .faults import Faults
-from .front import Front
+from .front import Listener
 from .push import PushDelivery
-from .rest import make_handler
-from .service import Service, grpc_handlers
+from .rest import HttpApp
+from .service import ALL_METHODS, Service
 from .state import Caps, State, pb
 
-__all__ = ["Emulator"]
+__all__ = ["Emulator", "is_loopback"]
 
 log = logging.getLogger("cloudclients_emulator")
 
-#: gRPC worker threads: one per unary call in progress and one per open
-#: StreamingPull (a sync server holds a thread for each open stream).
-GRPC_WORKERS = 512
+#: After SIGTERM: time for answers already queued to reach their clients.
+STOP_GRACE = 0.5
+STORAGE_STOP_WAIT = 1.0
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -40,48 +46,101 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def is_loopback(host: str) -> bool:
+    """True if *host* is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class Emulator:
     """A running emulator (see ``__main__`` for the command line)."""
 
-    def __init__(self, host: str, port: int, *, project: str, max_messages: int, max_bytes: int) -> None:
+    def __init__(self, host: str, port: int, *, project: str, caps: Caps, request_timeout: float = 10.0,
+                 idle_timeout: float = 75.0) -> None:
+        """Bind the listening socket (nothing is served before :meth:`start`).
+
+        :raises OSError: the address cannot be bound.
+        """
+        if not is_loopback(host):
+            log.warning("listening on %s, beyond loopback: the admin API (/admin/reset, /admin/faults) is "
+                        "unauthenticated and reachable by anyone who can reach this port", host)
         self.project = project
-        self.state = State(Caps(messages=max_messages, bytes=max_bytes))
-        self.service = Service(self.state, Faults())
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="grpc"),
-            handlers=grpc_handlers(self.service),
-            options=[("grpc.max_receive_message_length", 20 * 1024 * 1024),
-                     ("grpc.max_send_message_length", 20 * 1024 * 1024)],
-        )
-        grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
-        self._front = Front(host, port, grpc_port, make_handler(self.service))
+        self.caps = caps
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self._sock = _bind(host, port)
         shown = f"[{host}]" if ":" in host else host
-        self.host = f"{shown}:{self._front.port}"
-        self._push = PushDelivery(self.state)
+        self.host = f"{shown}:{self._sock.getsockname()[1]}"
         self._storage: subprocess.Popen[bytes] | None = None
         self.storage_host: str | None = None
+        self._listener: Listener | None = None
+        self._push: PushDelivery | None = None
+        self.state: State | None = None
+        self._stopped = False
 
-    def start(self, storage_port: int | None = None, topology: str | None = None) -> None:
-        # The storage child is forked before gRPC starts its threads: a fork
-        # while they run makes gRPC skip its fork handlers (and log about it).
+    async def start(self, storage_port: int | None = None, topology: str | None = None) -> None:
+        """Start the storage child, load the topology, then serve (so readiness means the topology is there)."""
+        # The storage child is forked before anything starts a thread.
         storage_url = self._spawn_storage(storage_port) if storage_port is not None else None
-        self._grpc.start()
-        threading.Thread(target=self._front.serve_forever, name="front", daemon=True).start()
-        self._push.start()
+        loop = asyncio.get_running_loop()
+        self.state = state = State(loop, self.caps)
+        service = Service(state, Faults(ALL_METHODS))
+        self._push = state.push = PushDelivery()
         if storage_url is not None:
-            self._wait_storage(storage_url)
+            await asyncio.to_thread(self._wait_storage, storage_url)
         if topology:
-            self._load_topology(topology)
+            await self._load_topology(state, topology)
+        self._listener = Listener(self._sock, service.grpc_methods(), HttpApp(service),
+                                  request_timeout=self.request_timeout, idle_timeout=self.idle_timeout)
+        await self._listener.start()
 
-    def stop(self) -> None:
-        self._front.close()
-        self._push.stop()
-        self.state.break_streams(grpc.StatusCode.UNAVAILABLE)
-        self._grpc.stop(grace=0.5).wait(2)
+    async def stop(self) -> None:
+        """Stop serving, bounded: about :data:`STOP_GRACE` plus the storage child's exit."""
+        if self._stopped:
+            return
+        self._stopped = True
+        listener = self._listener
+        if listener is not None:
+            listener.stop_accepting()
+        if self.state is not None:
+            self.state.break_streams(Code.UNAVAILABLE)
+        if self._push is not None:
+            self._push.stop()
+        if listener is not None:
+            listener.goaway()
+            deadline = time.monotonic() + STOP_GRACE
+            while listener.open_connections and time.monotonic() < deadline and _busy(listener):
+                await asyncio.sleep(0.02)
+            listener.close_all()
+            await asyncio.sleep(0)
+            listener.abort_all()
+        else:
+            self._sock.close()
+        await asyncio.to_thread(self.stop_storage, STORAGE_STOP_WAIT)
+
+    def stop_storage(self, wait: float) -> None:
         if self._storage is not None and self._storage.poll() is None:
             self._storage.terminate()
             try:
-                self._storage.wait(5)
+                self._storage.wait(wait)
             except subprocess.TimeoutExpired:
                 self._storage.kill()
 
@@ -119,7 +178,7 @@ class Emulator:
     def _full(self, name: str, collection: str) -> str:
         return name if name.startswith("projects/") else f"projects/{self.project}/{collection}/{name}"
 
-    def _load_topology(self, path: str) -> None:
+    async def _load_topology(self, state: State, path: str) -> None:
         """Create what *path* describes::
 
             {"topics": [{"name": "orders", "subscriptions": [{"name": "orders-worker", "ackDeadlineSeconds": 30}]}],
@@ -129,7 +188,7 @@ class Emulator:
             spec: dict[str, Any] = json.load(fh)
         for topic in spec.get("topics", []):
             name = self._full(topic["name"], "topics")
-            self.state.create_topic(pb.Topic(name=name, labels=topic.get("labels", {})))
+            state.create_topic(pb.Topic(name=name, labels=topic.get("labels", {})))
             for sub in topic.get("subscriptions", []):
                 body = {k: v for k, v in sub.items() if k != "name"}
                 request = json_format.ParseDict(body, pb.Subscription())
@@ -138,14 +197,26 @@ class Emulator:
                 dlq = request.dead_letter_policy.dead_letter_topic
                 if dlq:
                     request.dead_letter_policy.dead_letter_topic = self._full(dlq, "topics")
-                self.state.create_subscription(request)
-        import urllib.request  # deferred, as above
-
+                state.create_subscription(request)
         buckets = spec.get("buckets", [])
         if buckets and self.storage_host is None:
             raise RuntimeError(f"{path} lists buckets but no --storage-port was given")
+        if buckets:
+            await asyncio.to_thread(self._create_buckets, buckets)
+
+    def _create_buckets(self, buckets: list[str]) -> None:
+        import urllib.request  # deferred, as above
+
         for bucket in buckets:
             data = json.dumps({"name": bucket}).encode()
             req = urllib.request.Request(f"{self.storage_host}/storage/v1/b?project={self.project}", data=data,
                                          method="POST", headers={"Content-Type": "application/json"})
             urllib.request.urlopen(req, timeout=5).read()
+
+
+def _busy(listener: Listener) -> bool:
+    """Some connection still has bytes queued for its client."""
+    for transport in [c.transport for c in listener.grpc] + [c.transport for c in listener.http_conns]:
+        if transport is not None and not transport.is_closing() and transport.get_write_buffer_size():
+            return True
+    return False

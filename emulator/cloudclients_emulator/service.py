@@ -1,28 +1,31 @@
 """The google.pubsub.v1 Publisher and Subscriber services, on :class:`~.state.State`.
 
-Each RPC is a plain function ``(request) -> response`` over raw protobuf
-messages, used by both the gRPC server (:func:`grpc_handlers`) and the REST
+Each unary RPC is a plain function ``(request) -> response`` over raw protobuf
+messages (a response may also be serialised bytes, or a future for either),
+used by both the gRPC server (:meth:`Service.grpc_methods`) and the REST
 gateway (``rest.py``), so both speak exactly the same semantics. Fault
-injection (``faults.py``) wraps every call.
+injection (``faults.py``) applies to every call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from ._types import pubsub
-from .errors import ApiError
+from .errors import ApiError, Code
 from .faults import Faults
+from .grpc_h2 import Method, ServerCall
 from .names import check_project
-from .state import State, Stream
+from .pulling import StreamingPull, pull
+from .state import State
 
-__all__ = ["METHODS", "Service", "grpc_handlers"]
+__all__ = ["METHODS", "Service"]
 
 log = logging.getLogger("cloudclients_emulator")
 
@@ -56,17 +59,18 @@ METHODS: dict[str, tuple[str, Any, Any]] = {
     "DeleteSnapshot": (SUBSCRIBER, pubsub.DeleteSnapshotRequest, None),
     "Seek": (SUBSCRIBER, pubsub.SeekRequest, pubsub.SeekResponse),
 }
+STREAMING_METHODS = ("StreamingPull",)
+ALL_METHODS = (*METHODS, *STREAMING_METHODS)
 
-#: How long a unary Pull waits for messages when none are available (the
-#: service returns early; clients call again).
-PULL_WAIT = 0.5
+_EMPTY = empty_pb2.Empty()
+_PublishResponse: Any = pubsub.PublishResponse.pb()
 
 
 def _listing(response_type: Any, field: str, items: list[Any], request: Any) -> Any:
     """One page of *items* (page tokens are offsets) in a List* response."""
     token = request.page_token
     if token and not token.isdigit():
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid page_token: {token!r}")
+        raise ApiError(Code.INVALID_ARGUMENT, f"Invalid page_token: {token!r}")
     start = int(token or 0)
     end = start + (request.page_size if request.page_size > 0 else 1000)
     next_token = str(end) if end < len(items) else ""
@@ -79,12 +83,57 @@ class Service:
     def __init__(self, state: State, faults: Faults) -> None:
         self.state = state
         self.faults = faults
+        self.loop = state.loop
+        self._impl: dict[str, Callable[[Any], Any]] = {m: getattr(self, f"_{m}") for m in METHODS}
 
     def call(self, method: str, request: Any) -> Any:
-        """Run unary *method* on a raw protobuf *request* (after fault injection)."""
-        self.faults.check(method)
-        response = getattr(self, f"_{method}")(request)
-        return empty_pb2.Empty() if response is None else response
+        """Run unary *method* on a raw protobuf *request* (after fault injection).
+
+        :returns: the response (a protobuf, or serialised bytes), or a future for it.
+        :raises ApiError: the call is refused.
+        """
+        impl = self._impl[method]
+        fault = self.faults.take(method) if self.faults.armed else None
+        if fault is None:
+            response = impl(request)
+            return _EMPTY if response is None else response
+        if not fault.delay_ms:
+            if fault.status is not Code.OK:
+                raise ApiError(fault.status, f"Injected fault for {method}")
+            response = impl(request)
+            return _EMPTY if response is None else response
+        future: asyncio.Future[Any] = self.loop.create_future()
+
+        def fire() -> None:
+            if future.done():  # the client went away meanwhile
+                return
+            try:
+                if fault.status is not Code.OK:
+                    raise ApiError(fault.status, f"Injected fault for {method}")
+                result = impl(request)
+            except ApiError as exc:
+                future.set_exception(exc)
+                return
+            if isinstance(result, asyncio.Future):
+                _chain(result, future)
+            else:
+                future.set_result(_EMPTY if result is None else result)
+
+        handle = self.loop.call_later(fault.delay_ms / 1000, fire)
+        future.add_done_callback(lambda _: handle.cancel())
+        return future
+
+    def grpc_methods(self) -> dict[bytes, Method]:
+        """The gRPC method table, by ``:path``."""
+        table: dict[bytes, Method] = {}
+        for name, (service, request_type, _) in METHODS.items():
+            table[f"/{service}/{name}".encode()] = Method(request_type.pb(), unary=partial(self.call, name))
+        table[f"/{SUBSCRIBER}/StreamingPull".encode()] = Method(
+            pubsub.StreamingPullRequest.pb(), stream=self.streaming_pull)
+        return table
+
+    def streaming_pull(self, call: ServerCall) -> StreamingPull:
+        return StreamingPull(self.state, self.faults, call)
 
     # -- publisher -------------------------------------------------------------------------
 
@@ -95,11 +144,10 @@ class Service:
         return self.state.update_topic(r.topic, r.update_mask.paths)
 
     def _Publish(self, r: Any) -> Any:  # noqa: N802
-        ids = self.state.publish(r.topic, r.messages)
-        return pubsub.PublishResponse.pb()(message_ids=ids)
+        return _PublishResponse(message_ids=self.state.publish(r))
 
     def _GetTopic(self, r: Any) -> Any:  # noqa: N802
-        return self.state.get_topic(r.topic)
+        return self.state.topic(r.topic).pb
 
     def _ListTopics(self, r: Any) -> Any:  # noqa: N802
         check_project(r.project)
@@ -125,7 +173,7 @@ class Service:
         return self.state.create_subscription(r)
 
     def _GetSubscription(self, r: Any) -> Any:  # noqa: N802
-        return self.state.get_subscription(r.subscription)
+        return self.state.sub(r.subscription).pb
 
     def _UpdateSubscription(self, r: Any) -> Any:  # noqa: N802
         return self.state.update_subscription(r.subscription, r.update_mask.paths)
@@ -144,8 +192,7 @@ class Service:
         self.state.acknowledge(r.subscription, r.ack_ids)
 
     def _Pull(self, r: Any) -> Any:  # noqa: N802
-        received = self.state.pull(r.subscription, r.max_messages, PULL_WAIT)
-        return pubsub.PullResponse.pb()(received_messages=received)
+        return pull(self.state, r, self.loop)
 
     def _ModifyPushConfig(self, r: Any) -> None:  # noqa: N802
         self.state.modify_push_config(r.subscription, r.push_config)
@@ -173,101 +220,22 @@ class Service:
         elif which == "snapshot":
             self.state.seek(r.subscription, snapshot=r.snapshot)
         else:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Seek needs a time or a snapshot")
+            raise ApiError(Code.INVALID_ARGUMENT, "Seek needs a time or a snapshot")
         return pubsub.SeekResponse.pb()()
 
-    # -- streaming pull ----------------------------------------------------------------------
 
-    def streaming_pull(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-        """StreamingPull: deliver under the stream's flow control until the client goes away.
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """Complete *target* as *source* completes (and cancel *source* with *target*)."""
 
-        The client's cancel arrives as an RST_STREAM, not a half-close: the
-        termination callback closes the stream at once, and its unacked
-        messages become available to the next subscriber immediately. The
-        server ends streams only with UNAVAILABLE (never OK, which would stop
-        the client's subscriber for good).
-        """
-        try:
-            self.faults.check("StreamingPull")
-            first = next(requests)
-        except StopIteration:
+    def done(_: asyncio.Future[Any]) -> None:
+        if target.done():
             return
-        except ApiError as exc:
-            context.abort(exc.code, exc.message)
-        try:
-            stream = self.state.open_stream(first)
-        except ApiError as exc:
-            context.abort(exc.code, exc.message)
-        context.add_callback(lambda: self.state.close_stream(stream))
-        self._handle_request(stream, first)
-        threading.Thread(target=self._read, args=(stream, requests), daemon=True,
-                         name=f"stream-{stream.id}-reader").start()
-        response_type = pubsub.StreamingPullResponse.pb()
-        try:
-            while context.is_active():
-                received = self.state.stream_take(stream, wait=1.0)
-                if stream.broken is not None:
-                    context.abort(stream.broken, "The server closed the stream; reconnect")
-                if stream.closed:
-                    break
-                if received:
-                    yield response_type(received_messages=received)
-        finally:
-            self.state.close_stream(stream)
+        if source.cancelled():
+            target.cancel()
+        elif source.exception() is not None:
+            target.set_exception(source.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(source.result())
 
-    def _read(self, stream: Stream, requests: Iterator[Any]) -> None:
-        try:
-            for request in requests:
-                if stream.closed:
-                    break
-                self._handle_request(stream, request)
-        except Exception:  # the stream was cancelled or broke: nothing more will come
-            pass
-
-    def _handle_request(self, stream: Stream, request: Any) -> None:
-        # Acks, nacks and lease extensions may also come on the stream; an
-        # empty request is the client's heartbeat.
-        name = stream.sub.name
-        try:
-            if request.ack_ids:
-                self.state.acknowledge(name, request.ack_ids)
-            if request.modify_deadline_ack_ids:
-                by_deadline: dict[int, list[str]] = {}
-                for ack_id, seconds in zip(request.modify_deadline_ack_ids, request.modify_deadline_seconds,
-                                           strict=False):
-                    by_deadline.setdefault(seconds, []).append(ack_id)
-                for seconds, ack_ids in by_deadline.items():
-                    self.state.modify_ack_deadline(name, ack_ids, seconds)
-            if request.stream_ack_deadline_seconds:
-                stream.ack_deadline = float(request.stream_ack_deadline_seconds)
-        except ApiError as exc:
-            log.debug("stream %d: ignoring request: %s", stream.id, exc.message)
-
-
-def grpc_handlers(service: Service) -> list[grpc.GenericRpcHandler]:
-    """Generic handlers for both services, (de)serialising raw protobuf messages."""
-    tables: dict[str, dict[str, grpc.RpcMethodHandler]] = {PUBLISHER: {}, SUBSCRIBER: {}}
-    for method, (svc, request_type, response_type) in METHODS.items():
-        resp_cls = response_type.pb() if response_type is not None else empty_pb2.Empty
-        tables[svc][method] = grpc.unary_unary_rpc_method_handler(
-            _unary(service, method),
-            request_deserializer=request_type.pb().FromString,
-            response_serializer=resp_cls.SerializeToString,
-        )
-    tables[SUBSCRIBER]["StreamingPull"] = grpc.stream_stream_rpc_method_handler(
-        service.streaming_pull,
-        request_deserializer=pubsub.StreamingPullRequest.pb().FromString,
-        response_serializer=pubsub.StreamingPullResponse.pb().SerializeToString,
-    )
-    return [grpc.method_handlers_generic_handler(name, table) for name, table in tables.items()]
-
-
-def _unary(service: Service, method: str) -> Callable[[Any, grpc.ServicerContext], Any]:
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return service.call(method, request)
-        except ApiError as exc:
-            context.abort(exc.code, exc.message)
-
-    return handler
-
+    source.add_done_callback(done)
+    target.add_done_callback(lambda _: source.cancel() if target.cancelled() else None)

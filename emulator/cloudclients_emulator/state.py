@@ -1,43 +1,41 @@
-"""All Pub/Sub state: topics, subscriptions, leases, snapshots — behind one lock.
+"""All Pub/Sub resources: topics, subscriptions, snapshots; publishing, caps, seek.
 
-One ``threading.Condition`` guards everything. Calls are short (microseconds of
-dict work), so a single lock is simpler and fast enough for an emulator; pull
-and streaming-pull callers wait on the condition for messages instead of
-polling. Lease expiry is evaluated lazily whenever a subscription is looked at
-(and by the housekeeping thread), so no timer per message is needed.
+Everything runs on the event loop's thread (the gRPC and HTTP servers, push
+and timers share it), so there are no locks: each operation is a few
+microseconds of dict work and never waits. Delivery itself — leases, backoff,
+ordering keys, who gets what — lives in :mod:`.delivery`, one per subscription.
 
-Messages are stored once per subscription as a :class:`Stored` (the protobuf
-message is shared, never copied). A subscription's ``backlog`` holds what can be
-delivered, ``leases`` what is out with a client. For seek and snapshots,
-``history`` keeps every message that is unacked, or acked but still needed
-(``retain_acked_messages`` or a snapshot of the subscription).
+Memory is bounded per *holder*: each subscription (backlog, outstanding and
+retained acked messages) and each snapshot (the messages it would restore)
+may hold at most ``Caps.messages`` messages and ``Caps.bytes`` bytes. A message
+object is shared by all holders, so the real total is at most the sum.
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
-
-import grpc
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ._types import pubsub
-from .errors import ApiError
+from .delivery import Delivery, Entry, Msg
+from .errors import ApiError, Code
 from .filters import FilterError, Predicate, compile_filter
+from .limits import check_publish
 from .names import check_name
 
-__all__ = ["DELETED_TOPIC", "Caps", "State", "Stream", "pb"]
+__all__ = ["DELETED_TOPIC", "Caps", "PushHook", "Snap", "State", "StreamHandle", "Sub", "Topic", "pb"]
 
 log = logging.getLogger("cloudclients_emulator")
 
 DELETED_TOPIC = "_deleted-topic_"
 DEFAULT_ACK_DEADLINE = 10
 MIN_ACK_DEADLINE, MAX_ACK_DEADLINE = 10, 600
+SNAPSHOT_LIFETIME_S = 7 * 24 * 3600
 
 
 class _PB:
@@ -53,685 +51,480 @@ class _PB:
 pb = _PB
 
 
-@dataclass
+@dataclass(frozen=True)
 class Caps:
-    """Memory bounds per subscription (backlog plus outstanding)."""
+    """Memory bounds per holder (a subscription or a snapshot)."""
 
     messages: int = 1_000_000
     bytes: int = 1 << 30
 
 
-class Msg:
-    """A published message as the emulator keeps it: serialised, plus the fields it reads.
+class StreamHandle(Protocol):
+    """An open StreamingPull, as the state sees it."""
 
-    A parsed ``PubsubMessage`` costs about 930 bytes of memory for a 100-byte
-    payload, its serialised form about 180: backlogs of tens of thousands of
-    messages fit in a small process. The same object is shared by every
-    subscription of the topic.
-    """
+    sub: Sub | None
 
-    __slots__ = ("message_id", "ordering_key", "publish_ns", "raw")
-
-    def __init__(self, message: Any) -> None:
-        self.raw: bytes = message.SerializeToString()
-        self.message_id: str = message.message_id
-        self.ordering_key: str = message.ordering_key
-        self.publish_ns: int = message.publish_time.ToNanoseconds()
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
-
-    def proto(self) -> Any:
-        """A fresh ``PubsubMessage`` (for the rare paths that edit one: dead-lettering)."""
-        return pb.PubsubMessage.FromString(self.raw)
+    def end(self, code: Code, message: str) -> None:
+        """End the stream with this status (the client reconnects on UNAVAILABLE)."""
+        ...
 
 
-@dataclass(eq=False, slots=True)
-class Stored:
-    """One message as held by one subscription."""
+class PushHook(Protocol):
+    """Push delivery, told when a subscription's push endpoint may have changed."""
 
-    seq: int
-    msg: Msg
-    attempts: int = 0
-    available_at: float = 0.0
+    def update(self, sub: Sub) -> None: ...
 
-    @property
-    def size(self) -> int:
-        return self.msg.size
+    def remove(self, sub: Sub) -> None: ...
 
 
-@dataclass(eq=False, slots=True)
-class Lease:
-    stored: Stored
-    deadline: float
-    stream: Stream | None
+class Topic:
+    __slots__ = ("name", "pb", "snaps", "subs")
+
+    def __init__(self, topic_pb: Any) -> None:
+        self.pb = topic_pb
+        self.name: str = topic_pb.name
+        self.subs: dict[str, Sub] = {}
+        self.snaps: dict[str, Snap] = {}
 
 
-@dataclass(eq=False)
-class Stream:
-    """One open StreamingPull: its flow control and what it holds."""
-
-    id: int
-    sub: Sub
-    ack_deadline: float
-    max_messages: int
-    max_bytes: int
-    out_messages: int = 0
-    out_bytes: int = 0
-    closed: bool = False
-    broken: grpc.StatusCode | None = None
-
-
-@dataclass(eq=False)
-class Snap:
-    pb: Any  # Snapshot
-    sub_name: str
-    unacked: set[int]
-    taken_at: float
-
-
-@dataclass(eq=False)
 class Sub:
-    pb: Any  # Subscription
-    predicate: Predicate | None
-    backlog: dict[int, Stored] = field(default_factory=dict)
-    leases: dict[str, Lease] = field(default_factory=dict)
-    key_busy: set[str] = field(default_factory=set)
-    key_queue: dict[str, list[int]] = field(default_factory=dict)
-    history: dict[int, Msg] = field(default_factory=dict)
-    acked: set[int] = field(default_factory=set)
-    snapshots: int = 0
-    bytes: int = 0
-    detached: bool = False
-    #: The latest ``available_at`` ever given to a backlog message: while it is
-    #: in the past, no message is backed off and the backlog need not be scanned.
-    delayed_until: float = 0.0
+    """A subscription: its settings (the protobuf), filter and delivery."""
 
-    @property
-    def name(self) -> str:
-        return str(self.pb.name)
+    def __init__(self, state: State, sub_pb: Any, predicate: Predicate | None) -> None:
+        self.state = state
+        self.pb = sub_pb
+        self.name: str = sub_pb.name
+        self.predicate = predicate
+        self.detached = False
+        self.delivery = Delivery(state.loop, self, ordered=bool(sub_pb.enable_message_ordering),
+                                 retain=bool(sub_pb.retain_acked_messages))
+        self.settings_changed()
 
-    @property
-    def ordered(self) -> bool:
-        return bool(self.pb.enable_message_ordering)
+    def settings_changed(self) -> None:
+        """Re-read the settings delivery uses on every message."""
+        p = self.pb
+        self.ack_deadline = float(p.ack_deadline_seconds)
+        dlp = p.dead_letter_policy
+        self._max_attempts = (dlp.max_delivery_attempts or 5) if p.HasField("dead_letter_policy") and \
+            dlp.dead_letter_topic else 0
+        self._retry: tuple[float, float] | None = None
+        if p.HasField("retry_policy"):
+            self._retry = (p.retry_policy.minimum_backoff.ToTimedelta().total_seconds() or 10.0,
+                           p.retry_policy.maximum_backoff.ToTimedelta().total_seconds() or 600.0)
+        self.delivery.set_retain(bool(p.retain_acked_messages))
+
+    # -- delivery.Policy ----------------------------------------------------------------
+
+    def max_attempts(self) -> int:
+        return self._max_attempts
+
+    def backoff(self, attempts: int) -> float:
+        if self._retry is None:
+            return 0.0
+        low, high = self._retry
+        return float(min(high, low * (2 ** max(attempts - 1, 0))))
+
+    def dead_letter(self, entry: Entry) -> None:
+        self.state.dead_letter(self, entry)
+
+
+class Snap:
+    """A snapshot: the source's unacked messages when taken, plus everything published since."""
+
+    __slots__ = ("bytes", "msgs", "pb", "taken_ns")
+
+    def __init__(self, snap_pb: Any, msgs: Iterable[Msg]) -> None:
+        self.pb = snap_pb
+        self.msgs: dict[int, Msg] = {m.seq: m for m in msgs}
+        self.bytes = sum(len(m.raw) for m in self.msgs.values())
+        self.taken_ns = time.time_ns()
+
+    def add(self, msgs: Iterable[Msg]) -> None:
+        for m in msgs:
+            self.msgs[m.seq] = m
+            self.bytes += len(m.raw)
 
 
 class State:
-    """The emulator's data and every operation on it (thread-safe)."""
+    """The emulator's data and every operation on it (call on the event loop's thread only)."""
 
-    def __init__(self, caps: Caps | None = None) -> None:
-        self.cond = threading.Condition()
+    def __init__(self, loop: asyncio.AbstractEventLoop, caps: Caps | None = None) -> None:
+        self.loop = loop
         self.caps = caps or Caps()
+        self.push: PushHook | None = None
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._streams = itertools.count(1)
-        self.reset()
+        self._stream_ids = itertools.count(1)
+        self.topics: dict[str, Topic] = {}
+        self.subs: dict[str, Sub] = {}
+        self.snaps: dict[str, Snap] = {}
+        self.streams: dict[int, StreamHandle] = {}
 
     def reset(self) -> None:
-        """Forget everything; open streams are broken (UNAVAILABLE) so clients reconnect."""
-        with self.cond:
-            self.topics: dict[str, Any] = {}
-            self.subs: dict[str, Sub] = {}
-            self.snaps: dict[str, Snap] = {}
-            for stream in getattr(self, "streams", {}).values():
-                stream.broken = grpc.StatusCode.UNAVAILABLE
-            self.streams: dict[int, Stream] = {}
-            self.cond.notify_all()
+        """Forget everything; open streams end with UNAVAILABLE so clients reconnect."""
+        self.break_streams(Code.UNAVAILABLE)
+        for sub in self.subs.values():
+            self._close_sub(sub)
+        self.topics.clear()
+        self.subs.clear()
+        self.snaps.clear()
 
-    # -- helpers --------------------------------------------------------------------
+    # -- lookups ------------------------------------------------------------------------
 
-    def _topic(self, name: str) -> Any:
-        check_name(name, "topics")
+    def topic(self, name: str) -> Topic:
         topic = self.topics.get(name)
         if topic is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Topic not found: {name}")
+            check_name(name, "topics")
+            raise ApiError(Code.NOT_FOUND, f"Topic not found: {name}")
         return topic
 
     def sub(self, name: str) -> Sub:
-        check_name(name, "subscriptions")
         sub = self.subs.get(name)
         if sub is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Subscription does not exist: {name}")
+            check_name(name, "subscriptions")
+            raise ApiError(Code.NOT_FOUND, f"Subscription does not exist: {name}")
         return sub
 
     def _snap(self, name: str) -> Snap:
-        check_name(name, "snapshots")
         snap = self.snaps.get(name)
         if snap is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Snapshot does not exist: {name}")
+            check_name(name, "snapshots")
+            raise ApiError(Code.NOT_FOUND, f"Snapshot does not exist: {name}")
         return snap
 
-    # -- topics ---------------------------------------------------------------------------
+    # -- topics -------------------------------------------------------------------------
 
     def create_topic(self, topic: Any) -> Any:
-        with self.cond:
-            check_name(topic.name, "topics")
-            if topic.name in self.topics:
-                raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Topic already exists: {topic.name}")
-            stored = pb.Topic()
-            stored.CopyFrom(topic)
-            self.topics[topic.name] = stored
-            return stored
-
-    def get_topic(self, name: str) -> Any:
-        with self.cond:
-            return self._topic(name)
+        check_name(topic.name, "topics")
+        if topic.name in self.topics:
+            raise ApiError(Code.ALREADY_EXISTS, f"Topic already exists: {topic.name}")
+        stored = pb.Topic()
+        stored.CopyFrom(topic)
+        self.topics[topic.name] = Topic(stored)
+        return stored
 
     def update_topic(self, topic: Any, paths: Iterable[str]) -> Any:
-        with self.cond:
-            current = self._topic(topic.name)
-            paths = list(paths)
-            if not paths:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "update_mask must name at least one field")
-            for path in paths:
-                if path == "name" or path not in pb.Topic.DESCRIPTOR.fields_by_name:
-                    raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-                _copy_field(topic, current, path)
-            return current
+        current = self.topic(topic.name).pb
+        paths = list(paths)
+        if not paths:
+            raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        for path in paths:
+            if path == "name" or path not in pb.Topic.DESCRIPTOR.fields_by_name:
+                raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
+            _copy_field(topic, current, path)
+        return current
 
     def list_topics(self, project: str) -> list[Any]:
-        with self.cond:
-            prefix = f"{project}/topics/"
-            return [t for n, t in sorted(self.topics.items()) if n.startswith(prefix)]
+        prefix = f"{project}/topics/"
+        return [t.pb for n, t in sorted(self.topics.items()) if n.startswith(prefix)]
 
     def topic_subscriptions(self, name: str) -> list[str]:
-        with self.cond:
-            self._topic(name)
-            return sorted(s.name for s in self.subs.values() if s.pb.topic == name)
+        return sorted(self.topic(name).subs)
 
     def topic_snapshots(self, name: str) -> list[str]:
-        with self.cond:
-            self._topic(name)
-            return sorted(n for n, s in self.snaps.items() if s.pb.topic == name)
+        return sorted(self.topic(name).snaps)
 
     def delete_topic(self, name: str) -> None:
-        with self.cond:
-            self._topic(name)
-            del self.topics[name]
-            for sub in self.subs.values():
-                if sub.pb.topic == name:
-                    sub.pb.topic = DELETED_TOPIC
+        topic = self.topic(name)
+        del self.topics[name]
+        for sub in topic.subs.values():
+            sub.pb.topic = DELETED_TOPIC
 
-    def publish(self, topic_name: str, messages: Iterable[Any]) -> list[str]:
-        messages = list(messages)
-        with self.cond:
-            self._topic(topic_name)
-            if not messages:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "The request contains no messages")
-            targets = [s for s in self.subs.values() if s.pb.topic == topic_name and not s.detached]
-            now_ns = time.time_ns()
-            ids: list[str] = []
-            stamped: list[Any] = []  # PubsubMessage copies with id and publish time
-            for message in messages:
-                if not message.data and not message.attributes:
-                    raise ApiError(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "Some messages are empty: a message needs data or at least one attribute",
-                    )
-                copy = pb.PubsubMessage()
-                copy.CopyFrom(message)
-                copy.message_id = str(next(self._ids))
-                copy.publish_time.FromNanoseconds(now_ns)
-                stamped.append(copy)
-                ids.append(copy.message_id)
-            total = sum(m.ByteSize() for m in stamped)
-            for sub in targets:
-                count = len(sub.backlog) + len(sub.leases)
-                if count + len(stamped) > self.caps.messages or sub.bytes + total > self.caps.bytes:
-                    log.warning(
-                        "subscription %s is full (%d messages, %d bytes; caps %d messages, %d bytes): "
-                        "refusing Publish with RESOURCE_EXHAUSTED. Ack messages, or raise the caps.",
-                        sub.name, count, sub.bytes, self.caps.messages, self.caps.bytes,
-                    )
-                    raise ApiError(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"Subscription {sub.name} holds {count} messages / {sub.bytes} bytes; the emulator's cap "
-                        f"is {self.caps.messages} messages / {self.caps.bytes} bytes",
-                    )
-            for copy in stamped:
-                self._route_all(targets, copy)
-            self.cond.notify_all()
-            return ids
+    def publish(self, request: Any) -> list[str]:
+        """Stamp, store and route the request's messages; return their ids (in request order).
 
-    def _route_all(self, subs: list[Sub], message: Any) -> None:
-        """Add *message* (a ``PubsubMessage``) to each of *subs* whose filter it passes."""
-        kept = [s for s in subs if s.predicate is None or s.predicate(message.attributes)]
-        # Filtered out: acknowledged on the subscriber's behalf, as by the service.
-        if kept:
-            msg = Msg(message)
-            for sub in kept:
-                self._route(sub, msg)
+        :raises ApiError: the service's limits (INVALID_ARGUMENT), a missing
+            topic (NOT_FOUND), or a full subscription or snapshot
+            (RESOURCE_EXHAUSTED, and a WARNING: nothing is dropped silently).
+        """
+        topic = self.topic(request.topic)
+        messages = request.messages
+        check_publish(messages, request.ByteSize())
+        now_ns = time.time_ns()
+        stamp = pb.PubsubMessage().publish_time
+        stamp.FromNanoseconds(now_ns)
+        msgs: list[Msg] = []
+        ids: list[str] = []
+        for message in messages:  # the request is ours (parsed for this call): stamped in place
+            message_id = str(next(self._ids))
+            message.message_id = message_id
+            message.publish_time.CopyFrom(stamp)
+            msgs.append(Msg(next(self._seq), message_id, message.ordering_key, now_ns, message.SerializeToString()))
+            ids.append(message_id)
+        routes: list[tuple[Sub, list[Msg]]] = []
+        for sub in topic.subs.values():
+            if sub.detached:
+                continue
+            predicate = sub.predicate
+            # Filtered out: acknowledged on the subscriber's behalf, as by the service.
+            kept = msgs if predicate is None else [m for m, p in zip(msgs, messages, strict=True)
+                                                   if predicate(p.attributes)]
+            if kept:
+                self._make_room(sub, kept)
+                routes.append((sub, kept))
+        for snap_name, snap in topic.snaps.items():
+            self._check_cap(f"snapshot {snap_name}", len(snap.msgs), snap.bytes, msgs,
+                            "Delete the snapshot, or raise the caps.")
+        for sub, kept in routes:
+            sub.delivery.add(kept)
+        for snap in topic.snaps.values():
+            snap.add(msgs)
+        return ids
 
-    def _route(self, sub: Sub, msg: Msg) -> None:
-        seq = next(self._seq)
-        sub.backlog[seq] = Stored(seq, msg)
-        sub.bytes += msg.size
-        sub.history[seq] = msg
-        if sub.ordered and msg.ordering_key:
-            sub.key_queue.setdefault(msg.ordering_key, []).append(seq)
-
-    # -- subscriptions --------------------------------------------------------------
-
-    def create_subscription(self, request: Any) -> Any:
-        with self.cond:
-            check_name(request.name, "subscriptions")
-            if request.name in self.subs:
-                raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Subscription already exists: {request.name}")
-            self._topic(request.topic)
-            sub_pb = pb.Subscription()
-            sub_pb.CopyFrom(request)
-            _normalise_subscription(sub_pb)
-            predicate = _compile(sub_pb.filter)
-            if sub_pb.HasField("dead_letter_policy") and sub_pb.dead_letter_policy.dead_letter_topic:
-                self._topic(sub_pb.dead_letter_policy.dead_letter_topic)
-            self.subs[request.name] = Sub(sub_pb, predicate)
-            return sub_pb
-
-    def get_subscription(self, name: str) -> Any:
-        with self.cond:
-            return self.sub(name).pb
-
-    def update_subscription(self, subscription: Any, paths: Iterable[str]) -> Any:
-        with self.cond:
-            sub = self.sub(subscription.name)
-            paths = list(paths)
-            if not paths:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "update_mask must name at least one field")
-            for path in paths:
-                top = path.split(".")[0]
-                if top in ("name", "topic", "filter", "enable_message_ordering"):
-                    raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Field {path} cannot be updated")
-                if top not in pb.Subscription.DESCRIPTOR.fields_by_name:
-                    raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-                _copy_field(subscription, sub.pb, top)
-            _normalise_subscription(sub.pb)
-            self.cond.notify_all()
-            return sub.pb
-
-    def list_subscriptions(self, project: str) -> list[Any]:
-        with self.cond:
-            prefix = f"{project}/subscriptions/"
-            return [s.pb for n, s in sorted(self.subs.items()) if n.startswith(prefix)]
-
-    def delete_subscription(self, name: str) -> None:
-        with self.cond:
-            self.sub(name)
-            sub = self.subs.pop(name)
-            for stream in self.streams.values():
-                if stream.sub is sub:
-                    stream.broken = grpc.StatusCode.NOT_FOUND
-            self.cond.notify_all()
-
-    def detach_subscription(self, name: str) -> None:
-        with self.cond:
-            sub = self.sub(name)
-            sub.detached = True
-            sub.pb.detached = True
-            sub.backlog.clear()
-            sub.leases.clear()
-            sub.key_busy.clear()
-            sub.key_queue.clear()
-            sub.bytes = 0
-            for stream in self.streams.values():
-                if stream.sub is sub:
-                    stream.broken = grpc.StatusCode.FAILED_PRECONDITION
-            self.cond.notify_all()
-
-    def modify_push_config(self, name: str, push_config: Any) -> None:
-        with self.cond:
-            sub = self.sub(name)
-            sub.pb.push_config.CopyFrom(push_config)
-            self.cond.notify_all()
-
-    # -- delivery ---------------------------------------------------------------------
-
-    def _expire(self, sub: Sub, now: float) -> None:
-        expired = [ack_id for ack_id, lease in sub.leases.items() if lease.deadline <= now]
-        for ack_id in expired:
-            self._release(sub, ack_id, now, backoff=True)
-
-    def _release(self, sub: Sub, ack_id: str, now: float, *, backoff: bool) -> None:
-        """Put a leased message back in the backlog (nack, expiry, dropped stream)."""
-        lease = sub.leases.pop(ack_id)
-        stored = lease.stored
-        if lease.stream is not None:
-            lease.stream.out_messages -= 1
-            lease.stream.out_bytes -= stored.size
-        dlp = sub.pb.dead_letter_policy if sub.pb.HasField("dead_letter_policy") else None
-        if dlp is not None and dlp.dead_letter_topic and stored.attempts >= (dlp.max_delivery_attempts or 5):
-            # Out of attempts: forwarded now, as the service does, not at the next pull.
-            self._dead_letter(sub, stored, dlp)
+    def _make_room(self, sub: Sub, msgs: list[Msg]) -> None:
+        """Refuse the publish if *sub* cannot hold *msgs* (retained acked messages are evicted first)."""
+        delivery, caps = sub.delivery, self.caps
+        added = sum(len(m.raw) for m in msgs)
+        if len(delivery.entries) + len(msgs) <= caps.messages and delivery.held_bytes + added <= caps.bytes:
             return
-        stored.available_at = now + (_backoff(sub.pb, stored.attempts) if backoff else 0.0)
-        sub.delayed_until = max(sub.delayed_until, stored.available_at)
-        sub.backlog[stored.seq] = stored
-        if stored.msg.ordering_key:
-            sub.key_busy.discard(stored.msg.ordering_key)
+        delivery.evict_retained(caps.messages - len(msgs), caps.bytes - added)
+        self._check_cap(f"subscription {sub.name}", len(delivery.entries), delivery.held_bytes, msgs,
+                        "Ack messages, or raise the caps.")
 
-    def _finish(self, sub: Sub, stored: Stored) -> None:
-        """The message is done for this subscription (acked or dead-lettered)."""
-        sub.bytes -= stored.size
-        key = stored.msg.ordering_key
-        if key:
-            sub.key_busy.discard(key)
-            queue = sub.key_queue.get(key)
-            if queue:
-                i = bisect.bisect_left(queue, stored.seq)
-                if i < len(queue) and queue[i] == stored.seq:
-                    queue.pop(i)
-                if not queue:
-                    del sub.key_queue[key]
-        if sub.pb.retain_acked_messages or sub.snapshots:
-            sub.acked.add(stored.seq)
-        else:
-            sub.history.pop(stored.seq, None)
+    def _check_cap(self, holder: str, count: int, size: int, msgs: list[Msg], advice: str) -> None:
+        caps = self.caps
+        if count + len(msgs) <= caps.messages and size + sum(len(m.raw) for m in msgs) <= caps.bytes:
+            return
+        log.warning("%s is full (%d messages, %d bytes; caps %d messages, %d bytes): "
+                    "refusing Publish with RESOURCE_EXHAUSTED. %s", holder, count, size, caps.messages, caps.bytes,
+                    advice)
+        raise ApiError(Code.RESOURCE_EXHAUSTED,
+                       f"{holder[0].upper()}{holder[1:]} holds {count} messages / {size} bytes; the emulator's cap is "
+                       f"{caps.messages} messages / {caps.bytes} bytes")
 
-    def _take(self, sub: Sub, max_messages: int, max_bytes: int, stream: Stream | None, now: float) -> list[Any]:
-        """Lease up to *max_messages* available messages; return ReceivedMessages."""
-        if sub.detached:
-            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, f"Subscription {sub.name} is detached")
-        self._expire(sub, now)
-        if not sub.backlog or max_messages <= 0:
-            return []
-        out: list[Any] = []
-        taken_bytes = 0
-        dlp = sub.pb.dead_letter_policy if sub.pb.HasField("dead_letter_policy") else None
-        max_attempts = (dlp.max_delivery_attempts or 5) if dlp is not None and dlp.dead_letter_topic else 0
-        deadline = now + (stream.ack_deadline if stream is not None else sub.pb.ack_deadline_seconds)
-        # Scan a snapshot of the head of the backlog, not a copy of all of it
-        # (copying a large backlog on every take made streaming pull quadratic).
-        # Only when that head holds too few deliverable messages (backoff,
-        # ordering keys) is the whole backlog scanned; revisiting an entry
-        # skipped in the first pass is harmless, it is skipped again.
-        scan = max_messages + 64
-        while True:
-            chunk = list(itertools.islice(sub.backlog.items(), scan))
-            for seq, stored in chunk:
-                if len(out) >= max_messages or (out and taken_bytes + stored.size > max_bytes):
-                    return out
-                if stored.available_at > now:
-                    continue
-                key = stored.msg.ordering_key
-                if key and sub.ordered and (key in sub.key_busy or sub.key_queue.get(key, [seq])[0] != seq):
-                    continue
-                del sub.backlog[seq]
-                if max_attempts and stored.attempts >= max_attempts:
-                    self._dead_letter(sub, stored, dlp)
-                    continue
-                stored.attempts += 1
-                ack_id = f"{seq}-{stored.attempts}-{id(sub) & 0xFFFF:x}"
-                sub.leases[ack_id] = Lease(stored, deadline, stream)
-                if stream is not None:
-                    stream.out_messages += 1
-                    stream.out_bytes += stored.size
-                if key:
-                    sub.key_busy.add(key)
-                received = pb.ReceivedMessage(ack_id=ack_id)
-                received.message.MergeFromString(stored.msg.raw)
-                if max_attempts:
-                    received.delivery_attempt = stored.attempts
-                out.append(received)
-                taken_bytes += stored.size
-            if len(chunk) < scan:
-                return out
-            scan = len(sub.backlog) + 1
-
-    def _dead_letter(self, sub: Sub, stored: Stored, dlp: Any) -> None:
-        self._finish(sub, stored)
-        topic_name = dlp.dead_letter_topic
-        if topic_name not in self.topics:
+    def dead_letter(self, sub: Sub, entry: Entry) -> None:
+        """Forward a message that ran out of delivery attempts to the dead-letter topic."""
+        topic = self.topics.get(sub.pb.dead_letter_policy.dead_letter_topic)
+        if topic is None:
             log.warning("dead-letter topic %s of %s does not exist: message %s dropped",
-                        topic_name, sub.name, stored.msg.message_id)
+                        sub.pb.dead_letter_policy.dead_letter_topic, sub.name, entry.msg.message_id)
             return
-        copy = stored.msg.proto()
+        copy = pb.PubsubMessage.FromString(entry.msg.raw)
         source_publish_time = copy.publish_time.ToJsonString()  # before the copy gets its own
-        copy.message_id = str(next(self._ids))
-        copy.publish_time.FromNanoseconds(time.time_ns())
+        message_id = str(next(self._ids))
+        now_ns = time.time_ns()
+        copy.message_id = message_id
+        copy.publish_time.FromNanoseconds(now_ns)
         # The attributes the service adds to forwarded messages.
         copy.attributes["CloudPubSubDeadLetterSourceSubscription"] = sub.name.rsplit("/", 1)[1]
         copy.attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] = sub.name.split("/")[1]
-        copy.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(stored.attempts)
+        copy.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(entry.attempts)
         copy.attributes["CloudPubSubDeadLetterSourceTopicPublishTime"] = source_publish_time
-        targets = [t for t in self.subs.values() if t.pb.topic == topic_name and not t.detached]
-        self._route_all(targets, copy)
+        msg = Msg(next(self._seq), message_id, copy.ordering_key, now_ns, copy.SerializeToString())
+        # Forwarded whatever the caps (the source was within them): a warning says when a target is over.
+        for target in topic.subs.values():
+            if target.detached or (target.predicate is not None and not target.predicate(copy.attributes)):
+                continue
+            target.delivery.add((msg,))
+            if len(target.delivery.entries) > self.caps.messages or target.delivery.held_bytes > self.caps.bytes:
+                log.warning("dead-letter subscription %s is over the caps after forwarding message %s",
+                            target.name, message_id)
+        for snap in topic.snaps.values():
+            snap.add((msg,))
 
-    def pull(self, name: str, max_messages: int, wait: float) -> list[Any]:
-        """Unary Pull: return what is available, waiting up to *wait* seconds for something."""
-        if max_messages <= 0:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "max_messages must be positive")
-        deadline = time.monotonic() + wait
-        with self.cond:
-            while True:
-                sub = self.sub(name)
-                got = self._take(sub, max_messages, 1 << 62, None, time.monotonic())
-                remaining = deadline - time.monotonic()
-                if got or remaining <= 0:
-                    return got
-                self.cond.wait(min(remaining, self._next_wakeup(sub)))
+    # -- subscriptions --------------------------------------------------------------------
 
-    def _next_wakeup(self, sub: Sub) -> float:
-        """Seconds until a lease expires or a backed-off message becomes available."""
-        now = time.monotonic()
-        soonest = 1.0
-        for lease in sub.leases.values():
-            soonest = min(soonest, lease.deadline - now)
-        if sub.delayed_until > now:
-            for stored in sub.backlog.values():
-                if stored.available_at > now:
-                    soonest = min(soonest, stored.available_at - now)
-        return max(soonest, 0.005)
+    def create_subscription(self, request: Any) -> Any:
+        check_name(request.name, "subscriptions")
+        if request.name in self.subs:
+            raise ApiError(Code.ALREADY_EXISTS, f"Subscription already exists: {request.name}")
+        topic = self.topic(request.topic)
+        sub_pb = pb.Subscription()
+        sub_pb.CopyFrom(request)
+        _normalise_subscription(sub_pb)
+        predicate = _compile(sub_pb.filter)
+        if sub_pb.HasField("dead_letter_policy") and sub_pb.dead_letter_policy.dead_letter_topic:
+            self.topic(sub_pb.dead_letter_policy.dead_letter_topic)
+        sub = Sub(self, sub_pb, predicate)
+        self.subs[sub.name] = sub
+        topic.subs[sub.name] = sub
+        if self.push is not None:
+            self.push.update(sub)
+        return sub_pb
+
+    def update_subscription(self, subscription: Any, paths: Iterable[str]) -> Any:
+        sub = self.sub(subscription.name)
+        paths = list(paths)
+        if not paths:
+            raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        for path in paths:
+            top = path.split(".")[0]
+            if top in ("name", "topic", "filter", "enable_message_ordering"):
+                raise ApiError(Code.INVALID_ARGUMENT, f"Field {path} cannot be updated")
+            if top not in pb.Subscription.DESCRIPTOR.fields_by_name:
+                raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
+            _copy_field(subscription, sub.pb, top)
+        try:
+            _normalise_subscription(sub.pb)
+        finally:
+            sub.settings_changed()
+            if self.push is not None:
+                self.push.update(sub)
+        return sub.pb
+
+    def list_subscriptions(self, project: str) -> list[Any]:
+        prefix = f"{project}/subscriptions/"
+        return [s.pb for n, s in sorted(self.subs.items()) if n.startswith(prefix)]
+
+    def delete_subscription(self, name: str) -> None:
+        sub = self.sub(name)
+        del self.subs[name]
+        topic = self.topics.get(sub.pb.topic)
+        if topic is not None and topic.subs.get(name) is sub:
+            del topic.subs[name]
+        self._end_streams(sub, Code.NOT_FOUND, f"Subscription does not exist: {name}")
+        self._close_sub(sub)
+
+    def detach_subscription(self, name: str) -> None:
+        sub = self.sub(name)
+        sub.detached = True
+        sub.pb.detached = True
+        self._end_streams(sub, Code.FAILED_PRECONDITION, f"Subscription {name} is detached")
+        if self.push is not None:
+            self.push.remove(sub)
+        sub.delivery.reset(())
+
+    def _close_sub(self, sub: Sub) -> None:
+        if self.push is not None:
+            self.push.remove(sub)
+        sub.delivery.close()
+
+    def modify_push_config(self, name: str, push_config: Any) -> None:
+        sub = self.sub(name)
+        sub.pb.push_config.CopyFrom(push_config)
+        if self.push is not None:
+            self.push.update(sub)
+
+    # -- pulling ------------------------------------------------------------------------------
+
+    def pullable(self, name: str) -> Sub:
+        """The subscription, if messages may be pulled from it."""
+        sub = self.sub(name)
+        if sub.detached:
+            raise ApiError(Code.FAILED_PRECONDITION, f"Subscription {name} is detached")
+        return sub
 
     def acknowledge(self, name: str, ack_ids: Iterable[str]) -> None:
-        with self.cond:
-            sub = self.sub(name)
-            for ack_id in ack_ids:
-                lease = sub.leases.pop(ack_id, None)
-                if lease is None:
-                    continue  # expired or unknown: the service ignores it too
-                if lease.stream is not None:
-                    lease.stream.out_messages -= 1
-                    lease.stream.out_bytes -= lease.stored.size
-                self._finish(sub, lease.stored)
-            self.cond.notify_all()
+        self.sub(name).delivery.ack(ack_ids)
 
     def modify_ack_deadline(self, name: str, ack_ids: Iterable[str], seconds: int) -> None:
         if not 0 <= seconds <= MAX_ACK_DEADLINE:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
+            raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid ack deadline: {seconds}; it must be between 0 and {MAX_ACK_DEADLINE} seconds")
-        with self.cond:
-            sub = self.sub(name)
-            now = time.monotonic()
-            for ack_id in ack_ids:
-                lease = sub.leases.get(ack_id)
-                if lease is None:
-                    continue
-                if seconds == 0:
-                    self._release(sub, ack_id, now, backoff=True)
-                else:
-                    lease.deadline = now + seconds
-            self.cond.notify_all()
+        self.sub(name).delivery.modify(ack_ids, seconds)
 
-    # -- streaming pull ---------------------------------------------------------------------
+    # -- streams ------------------------------------------------------------------------------
 
-    def open_stream(self, request: Any) -> Stream:
-        with self.cond:
-            sub = self.sub(request.subscription)
-            deadline = request.stream_ack_deadline_seconds
-            if not MIN_ACK_DEADLINE <= deadline <= MAX_ACK_DEADLINE:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Invalid stream_ack_deadline_seconds: {deadline} (10..600)")
-            stream = Stream(
-                id=next(self._streams), sub=sub, ack_deadline=float(deadline),
-                max_messages=request.max_outstanding_messages or 1 << 62,
-                max_bytes=request.max_outstanding_bytes or 1 << 62,
-            )
-            self.streams[stream.id] = stream
-            return stream
+    def add_stream(self, stream: StreamHandle) -> int:
+        stream_id = next(self._stream_ids)
+        self.streams[stream_id] = stream
+        return stream_id
 
-    def stream_take(self, stream: Stream, wait: float) -> list[Any]:
-        """Wait up to *wait* seconds for messages this stream may receive (flow control)."""
-        deadline = time.monotonic() + wait
-        with self.cond:
-            while not stream.closed and stream.broken is None:
-                room = stream.max_messages - stream.out_messages
-                room_bytes = stream.max_bytes - stream.out_bytes
-                got = self._take(stream.sub, min(room, 1000), max(room_bytes, 1), stream, time.monotonic()) \
-                    if room > 0 and room_bytes > 0 else []
-                remaining = deadline - time.monotonic()
-                if got or remaining <= 0:
-                    return got
-                self.cond.wait(min(remaining, self._next_wakeup(stream.sub)))
-            return []
+    def remove_stream(self, stream_id: int) -> None:
+        self.streams.pop(stream_id, None)
 
-    def close_stream(self, stream: Stream) -> None:
-        """The stream is gone (cancelled, broken, failed): its messages are available again at once."""
-        with self.cond:
-            if stream.closed:
-                return
-            stream.closed = True
-            self.streams.pop(stream.id, None)
-            sub = stream.sub
-            now = time.monotonic()
-            for ack_id in [a for a, lease in sub.leases.items() if lease.stream is stream]:
-                self._release(sub, ack_id, now, backoff=False)
-            self.cond.notify_all()
+    def break_streams(self, code: Code) -> int:
+        """End every open StreamingPull with *code*; return how many there were."""
+        streams = list(self.streams.values())
+        for stream in streams:
+            stream.end(code, "The server closed the stream; reconnect")
+        return len(streams)
 
-    def break_streams(self, code: grpc.StatusCode) -> int:
-        with self.cond:
-            for stream in self.streams.values():
-                stream.broken = code
-            self.cond.notify_all()
-            return len(self.streams)
+    def _end_streams(self, sub: Sub, code: Code, message: str) -> None:
+        for stream in [s for s in self.streams.values() if s.sub is sub]:
+            stream.end(code, message)
 
     # -- snapshots and seek -------------------------------------------------------------------
 
     def create_snapshot(self, name: str, sub_name: str, labels: dict[str, str]) -> Any:
-        with self.cond:
-            check_name(name, "snapshots")
-            if name in self.snaps:
-                raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Snapshot already exists: {name}")
-            sub = self.sub(sub_name)
-            if sub.pb.topic == DELETED_TOPIC:
-                raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, f"The topic of {sub_name} was deleted")
-            snap_pb = pb.Snapshot(name=name, topic=sub.pb.topic, labels=labels)
-            snap_pb.expire_time.FromSeconds(int(time.time()) + 7 * 24 * 3600)
-            unacked = set(sub.backlog) | {lease.stored.seq for lease in sub.leases.values()}
-            self.snaps[name] = Snap(snap_pb, sub_name, unacked, time.time())
-            sub.snapshots += 1
-            return snap_pb
+        check_name(name, "snapshots")
+        if name in self.snaps:
+            raise ApiError(Code.ALREADY_EXISTS, f"Snapshot already exists: {name}")
+        sub = self.sub(sub_name)
+        topic = self.topics.get(sub.pb.topic)
+        if topic is None:
+            raise ApiError(Code.FAILED_PRECONDITION, f"The topic of {sub_name} was deleted")
+        unacked = sub.delivery.unacked()
+        self._check_cap(f"snapshot {name}", 0, 0, unacked, "Ack messages, or raise the caps.")
+        snap_pb = pb.Snapshot(name=name, topic=topic.name, labels=labels)
+        snap_pb.expire_time.FromSeconds(int(time.time()) + SNAPSHOT_LIFETIME_S)
+        snap = Snap(snap_pb, unacked)
+        self.snaps[name] = snap
+        topic.snaps[name] = snap
+        return snap_pb
 
     def get_snapshot(self, name: str) -> Any:
-        with self.cond:
-            return self._snap(name).pb
+        return self._snap(name).pb
 
     def update_snapshot(self, snapshot: Any, paths: Iterable[str]) -> Any:
-        with self.cond:
-            snap = self._snap(snapshot.name)
-            paths = list(paths)
-            if not paths:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "update_mask must name at least one field")
-            for path in paths:
-                if path not in ("labels", "expire_time"):
-                    raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-                _copy_field(snapshot, snap.pb, path)
-            return snap.pb
+        snap = self._snap(snapshot.name)
+        paths = list(paths)
+        if not paths:
+            raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        for path in paths:
+            if path not in ("labels", "expire_time"):
+                raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
+            _copy_field(snapshot, snap.pb, path)
+        return snap.pb
 
     def list_snapshots(self, project: str) -> list[Any]:
-        with self.cond:
-            prefix = f"{project}/snapshots/"
-            return [s.pb for n, s in sorted(self.snaps.items()) if n.startswith(prefix)]
+        prefix = f"{project}/snapshots/"
+        return [s.pb for n, s in sorted(self.snaps.items()) if n.startswith(prefix)]
 
     def delete_snapshot(self, name: str) -> None:
-        with self.cond:
-            snap = self._snap(name)
-            del self.snaps[name]
-            sub = self.subs.get(snap.sub_name)
-            if sub is not None:
-                sub.snapshots = max(0, sub.snapshots - 1)
+        snap = self._snap(name)
+        del self.snaps[name]
+        topic = self.topics.get(snap.pb.topic)
+        if topic is not None:
+            topic.snaps.pop(name, None)
 
     def seek(self, sub_name: str, *, time_ns: int | None = None, snapshot: str | None = None) -> None:
-        with self.cond:
-            sub = self.sub(sub_name)
-            if snapshot is not None:
-                snap = self._snap(snapshot)
-                if snap.pb.topic != sub.pb.topic:
-                    raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"Snapshot {snapshot} is for another topic than {sub_name}")
-                cutoff_ns = int(snap.taken_at * 1e9)
+        """Seek to a snapshot (its messages are unacked again) or a time (published after it: unacked)."""
+        sub = self.sub(sub_name)
+        held = sub.delivery.history()
+        if snapshot is not None:
+            snap = self._snap(snapshot)
+            if snap.pb.topic != sub.pb.topic:
+                raise ApiError(Code.FAILED_PRECONDITION, f"Snapshot {snapshot} is for another topic than {sub_name}")
+            restore = list(snap.msgs.values())
+            if sub.predicate is not None:
+                predicate = sub.predicate
+                restore = [m for m in restore if predicate(pb.PubsubMessage.FromString(m.raw).attributes)]
+            acked = [e.msg for e in held if e.msg.seq not in snap.msgs]
+        else:
+            target = time_ns or 0
+            restore = [e.msg for e in held if e.msg.publish_ns >= target]
+            acked = [e.msg for e in held if e.msg.publish_ns < target]
+        self._check_cap(f"subscription {sub_name}", 0, 0, restore, "Seek to a later point, or raise the caps.")
+        sub.delivery.reset(restore, acked)
 
-                def unacked(seq: int, msg: Msg) -> bool:
-                    return seq in snap.unacked or msg.publish_ns >= cutoff_ns
-            else:
-                target = time_ns or 0
-
-                def unacked(seq: int, msg: Msg) -> bool:
-                    return msg.publish_ns >= target and (
-                        seq not in sub.acked or bool(sub.pb.retain_acked_messages)
-                    )
-
-            now = time.monotonic()
-            for ack_id in list(sub.leases):
-                self._release(sub, ack_id, now, backoff=False)
-            sub.backlog.clear()
-            sub.key_busy.clear()
-            sub.key_queue.clear()
-            sub.bytes = 0
-            new_acked: set[int] = set()
-            for seq, msg in sorted(sub.history.items()):
-                if unacked(seq, msg):
-                    sub.backlog[seq] = Stored(seq, msg)
-                    sub.bytes += msg.size
-                    if sub.ordered and msg.ordering_key:
-                        sub.key_queue.setdefault(msg.ordering_key, []).append(seq)
-                else:
-                    new_acked.add(seq)
-            sub.acked = new_acked
-            self.cond.notify_all()
-
-    # -- push --------------------------------------------------------------------------------------
-
-    def push_work(self, now: float) -> list[tuple[Sub, Any]]:
-        """Lease one available message per ready push subscription (for the push thread)."""
-        with self.cond:
-            work = []
-            for sub in list(self.subs.values()):
-                if sub.pb.push_config.push_endpoint and not sub.detached:
-                    for received in self._take(sub, 8, 1 << 62, None, now):
-                        work.append((sub, received))
-            return work
-
-    def push_failed(self, name: str, ack_id: str) -> None:
-        """A push was not acknowledged: retry it after the push backoff."""
-        with self.cond:
-            sub = self.subs.get(name)
-            if sub is None or ack_id not in sub.leases:
-                return
-            stored = sub.leases[ack_id].stored
-            self._release(sub, ack_id, time.monotonic(), backoff=False)
-            delay = _backoff(sub.pb, stored.attempts) or min(10.0, 0.1 * 2 ** max(stored.attempts - 1, 0))
-            stored.available_at = time.monotonic() + delay
-            sub.delayed_until = max(sub.delayed_until, stored.available_at)
-            self.cond.notify_all()
+    # -- reporting ------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        with self.cond:
-            return {
-                "topics": len(self.topics),
-                "subscriptions": {
-                    n: {"backlog": len(s.backlog), "outstanding": len(s.leases), "bytes": s.bytes}
-                    for n, s in sorted(self.subs.items())
-                },
-                "snapshots": len(self.snaps),
-                "open_streams": len(self.streams),
-            }
+        """What is held, per subscription and snapshot (``bytes``: serialised message sizes)."""
+        subs = {}
+        for name, sub in sorted(self.subs.items()):
+            d = sub.delivery
+            subs[name] = {"backlog": d.backlog, "outstanding": len(d.leases), "retained": len(d.retained),
+                          "messages": len(d.entries), "bytes": d.held_bytes}
+        snaps = {name: {"messages": len(s.msgs), "bytes": s.bytes} for name, s in sorted(self.snaps.items())}
+        return {
+            "topics": len(self.topics),
+            "subscriptions": subs,
+            "snapshots": snaps,
+            "open_streams": len(self.streams),
+            "held": {"messages": sum(s["messages"] for s in subs.values()) +
+                                 sum(s["messages"] for s in snaps.values()),
+                     "bytes": sum(s["bytes"] for s in subs.values()) + sum(s["bytes"] for s in snaps.values())},
+            "caps": {"messages_per_holder": self.caps.messages, "bytes_per_holder": self.caps.bytes},
+        }
 
 
 def _compile(text: str) -> Predicate | None:
     try:
         return compile_filter(text)
     except FilterError as exc:
-        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid filter: {exc}") from None
+        raise ApiError(Code.INVALID_ARGUMENT, f"Invalid filter: {exc}") from None
 
 
 def _normalise_subscription(sub: Any) -> None:
@@ -739,14 +532,14 @@ def _normalise_subscription(sub: Any) -> None:
         sub.ack_deadline_seconds = DEFAULT_ACK_DEADLINE
     if not MIN_ACK_DEADLINE <= sub.ack_deadline_seconds <= MAX_ACK_DEADLINE:
         raise ApiError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+            Code.INVALID_ARGUMENT,
             f"Invalid ack_deadline_seconds: {sub.ack_deadline_seconds}; it must be between "
             f"{MIN_ACK_DEADLINE} and {MAX_ACK_DEADLINE}",
         )
     if sub.HasField("dead_letter_policy") and sub.dead_letter_policy.dead_letter_topic:
         attempts = sub.dead_letter_policy.max_delivery_attempts or 5
         if not 5 <= attempts <= 100:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
+            raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid max_delivery_attempts: {attempts}; it must be between 5 and 100")
         sub.dead_letter_policy.max_delivery_attempts = attempts
     if not sub.HasField("message_retention_duration"):
@@ -754,15 +547,6 @@ def _normalise_subscription(sub: Any) -> None:
     # Exactly-once delivery semantics are not implemented: never claim them.
     sub.enable_exactly_once_delivery = False
     sub.state = int(pubsub.Subscription.State.ACTIVE)
-
-
-def _backoff(sub: Any, attempts: int) -> float:
-    """Delay before a nacked or expired message is redelivered (retry policy)."""
-    if not sub.HasField("retry_policy"):
-        return 0.0
-    low = sub.retry_policy.minimum_backoff.ToTimedelta().total_seconds() or 10.0
-    high = sub.retry_policy.maximum_backoff.ToTimedelta().total_seconds() or 600.0
-    return float(min(high, low * (2 ** max(attempts - 1, 0))))
 
 
 def _copy_field(source: Any, target: Any, path: str) -> None:
@@ -783,3 +567,4 @@ def _copy_field(source: Any, target: Any, path: str) -> None:
             target.ClearField(path)
     else:
         setattr(target, path, getattr(source, path))
+
