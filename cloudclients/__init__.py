@@ -71,3 +71,11 @@ __all__ = [
     "start_subscriptions",
     "subscribe",
 ]
+
+# Public classes print as ``cloudclients.X`` (in tracebacks, reprs and docs), not as the
+# private module that happens to define them.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("cloudclients._"):
+        _obj.__module__ = __name__
+del _name, _obj

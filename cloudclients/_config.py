@@ -54,9 +54,6 @@ class ConfigError(ValueError):
     """
 
 
-ConfigError.__module__ = "cloudclients"
-
-
 # -- the declaration ------------------------------------------------------------------
 
 

@@ -79,7 +79,6 @@ WRONG_ACCOUNT = "the bearer token was not issued to the configured service accou
 EMAIL_UNVERIFIED = "the bearer token's email (the configured service account) is not verified"
 
 
-
 BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -95,9 +94,6 @@ class TokenRejectedError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-TokenRejectedError.__module__ = "cloudclients"
 
 
 def parse(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

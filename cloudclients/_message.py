@@ -34,9 +34,6 @@ class EnvelopeError(ValueError):
         self.problems = problems
 
 
-EnvelopeError.__module__ = "cloudclients"
-
-
 @dataclass(frozen=True)
 class ReceivedMessage:
     """A Pub/Sub message as a handler sees it.

@@ -90,9 +90,6 @@ class CertsUnavailableError(Exception):
     503 and retried by Pub/Sub, rather than rejected)."""
 
 
-CertsUnavailableError.__module__ = "cloudclients"
-
-
 @dataclass(frozen=True)
 class _KeySet:
     keys: Mapping[str, Any]  # kid → google.auth.crypt.RSAVerifier

@@ -44,9 +44,6 @@ class StorageUnavailableError(RuntimeError):
     """
 
 
-StorageUnavailableError.__module__ = "cloudclients"
-
-
 @dataclass
 class _Streak:
     """Consecutive failed requests of one thread."""
