@@ -169,9 +169,13 @@ class StreamingPull(Consumer):
             self._handle(request)
 
     def on_half_close(self) -> None:
-        if self.sub is None and self._pending is None:
-            self.call.finish(Code.OK)  # closed before asking for anything
-            self.closed = True
+        # After the first request a half-close changes nothing: the stream
+        # delivers until the client cancels it, as the service's does (ending it
+        # OK would stop a client's subscriber for good). Half-closed before any
+        # request, there is no subscription to stream: refused like an empty
+        # first request.
+        if self.sub is None and self._pending is None and not self.closed:
+            self._fail(Code.INVALID_ARGUMENT, "The stream ended before its first request named a subscription")
 
     def on_cancel(self) -> None:
         """The client cancelled (every subscriber shutdown does) or the connection dropped."""

@@ -21,11 +21,13 @@ _END = object()
 class RawStream:
     """One StreamingPull: ``send()`` requests, read ``received`` ack ids, ``cancel()`` or ``half_close()``."""
 
-    def __init__(self, target: Target, subscription: str, **first: Any) -> None:
+    def __init__(self, target: Target, subscription: str | None, **first: Any) -> None:
         self._requests: queue.Queue[Any] = queue.Queue()
-        self._requests.put(StreamingPullRequest(subscription=subscription,
-                                                stream_ack_deadline_seconds=first.pop("stream_ack_deadline_seconds", 10),
-                                                **first))
+        if subscription is None:  # no request at all: the stream only opens
+            self._requests.put(_END)
+        first.setdefault("stream_ack_deadline_seconds", 10)
+        if subscription is not None:
+            self._requests.put(StreamingPullRequest(subscription=subscription, **first))
         self.lock = threading.Lock()
         self.received: list[tuple[str, bytes]] = []  # (ack id, data)
         self.responses: list[Any] = []

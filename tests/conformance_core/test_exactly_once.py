@@ -19,12 +19,12 @@ from google.cloud.pubsub_v1.subscriber import exceptions as sub_exceptions
 from google.cloud.pubsub_v1.subscriber._protocol import streaming_pull_manager
 from google.protobuf import field_mask_pb2
 
-from tests.conformance_core.conftest import Target, xfail_official
+from tests.conformance_core.conftest import Target
 from tests.conformance_core.test_streaming import publish
 from tests.helpers import wait_for
 
 
-def test_the_setting_round_trips(request: pytest.FixtureRequest, target: Target) -> None:
+def test_the_setting_round_trips(target: Target) -> None:
     topic = target.topic()
     sub = target.subscription(topic, enable_exactly_once_delivery=True)
     assert target.subscriber.get_subscription(subscription=sub).enable_exactly_once_delivery
@@ -34,9 +34,8 @@ def test_the_setting_round_trips(request: pytest.FixtureRequest, target: Target)
     assert not target.subscriber.get_subscription(subscription=sub).enable_exactly_once_delivery
 
 
-def test_an_ack_id_no_longer_leased_is_refused_per_ack_id(request: pytest.FixtureRequest, target: Target) -> None:
+def test_an_ack_id_no_longer_leased_is_refused_per_ack_id(target: Target) -> None:
     """A unary Acknowledge of a nacked message's ack id fails, naming that ack id in ErrorInfo."""
-    xfail_official(request, target, "the official emulator ignores exactly-once delivery")
     topic = target.topic()
     sub = target.subscription(topic, enable_exactly_once_delivery=True)
     publish(target, topic, 1)
@@ -48,10 +47,9 @@ def test_an_ack_id_no_longer_leased_is_refused_per_ack_id(request: pytest.Fixtur
     assert streaming_pull_manager._get_ack_errors(info.value) == {ack_id: "PERMANENT_FAILURE_INVALID_ACK_ID"}
 
 
-def test_ack_with_response_through_subscribe(request: pytest.FixtureRequest, target: Target) -> None:
+def test_ack_with_response_through_subscribe(target: Target) -> None:
     """The client sees exactly-once mode; an ack of a live lease succeeds, one after a nack is INVALID_ACK_ID,
     and an acked message is not delivered again."""
-    xfail_official(request, target, "the official emulator ignores exactly-once delivery")
     topic = target.topic()
     sub = target.subscription(topic, enable_exactly_once_delivery=True)
     publish(target, topic, 2)
