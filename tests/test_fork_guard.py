@@ -175,6 +175,23 @@ def test_a_stopped_subscription_starts_again(app: Flask, pubsub_topic: TopicHand
     assert wait_for(lambda: handled == [b"after-restart"], 30), handled
 
 
+def test_immediate_stops_leave_no_stream_behind(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """start() then stop() at once, ten times: no half-closed stream is left open on the server to take
+    messages (google-api-core can open the call after the cancel; it used to stay open, holding what it
+    was handed for the 60 s stream ack deadline). Then every message reaches the running subscription."""
+    handled: list[bytes] = []
+    sub = cloudclients.subscribe(pubsub_topic.subscription, lambda m: handled.append(m.data), app=app)
+    for _ in range(10):
+        assert sub.start() is True
+        assert sub.stop(timeout=10)
+    assert sub.start() is True
+    sent = {f"m{i}".encode() for i in range(5)}
+    for data in sorted(sent):
+        pubsub_topic.registry.publisher.publish(pubsub_topic.topic, data).result(timeout=15)
+    assert wait_for(lambda: set(handled) == sent, 30), sorted(handled)
+    sub.stop(timeout=10)
+
+
 def test_starting_after_the_registry_closed_is_refused(app: Flask, pubsub_topic: TopicHandle) -> None:
     """start() once the registry is closed raises a RuntimeError that says why, instead of
     silently running nothing."""

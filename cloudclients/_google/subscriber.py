@@ -46,7 +46,7 @@ def start_streaming_pull(
     from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cloudclients-sub")
-    return client.subscribe(
+    future = client.subscribe(
         subscription,
         callback,
         flow_control=pubsub_v1.types.FlowControl(
@@ -55,3 +55,33 @@ def start_streaming_pull(
         scheduler=ThreadScheduler(executor=executor),
         await_callbacks_on_shutdown=True,
     )
+    _cancel_leftover_stream(future)
+    return future
+
+
+def _cancel_leftover_stream(future: Any) -> None:
+    """Make sure the stream's gRPC call is cancelled once the streaming pull ends.
+
+    google-api-core's ``BackgroundConsumer`` signals "started" before its thread
+    opens the call, so a cancel that comes at once (``start()`` then ``stop()``)
+    can close the RPC while it has no call yet; the thread then opens one that
+    sends its first request, half-closes, and is never cancelled. The server
+    keeps streaming to it (as the service does to a half-closed stream): the
+    messages it is handed stay leased by a stream nobody reads, for the whole
+    60 s stream ack deadline. Measured against the emulator: 8 of 20 immediate
+    cancels left such a stream open. When the future is done the consumer
+    thread has finished (it is joined during shutdown), so the call, if one was
+    opened, is there to cancel. Private attributes, read defensively: if the
+    library changes, this does nothing.
+    """
+    manager = getattr(future, "_StreamingPullFuture__manager", None)  # the future's private (mangled) manager
+    rpc = getattr(manager, "_rpc", None)
+    if rpc is None:
+        return
+
+    def cancel_call(_: Any) -> None:
+        call = getattr(rpc, "call", None)
+        if call is not None:
+            call.cancel()
+
+    future.add_done_callback(cancel_call)

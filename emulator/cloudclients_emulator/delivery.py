@@ -15,7 +15,9 @@ that matter under load are bounded by what changes, never by what is held:
   wakes at most the consumers it feeds.
 
 Leases belong to the subscription, not to the stream that received them: a
-lease's ``consumer`` only says whose flow control it counts against.
+lease's ``consumer`` only says whose flow control it counts against. When a
+stream closes its leases stay, counted against nobody, until they are acked,
+nacked or expire, as the service keeps ack ids valid until their deadline.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import asyncio
 import heapq
 import itertools
 import math
+import re
 from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
 from .limits import MAX_PULL_MESSAGES, MAX_RESPONSE_BYTES
 
-__all__ = ["ACKED", "DELAYED", "LEASED", "QUEUED", "READY", "Consumer", "Delivery", "Entry", "Lease", "Msg", "Policy"]
+__all__ = ["ACKED", "DELAYED", "LEASED", "QUEUED", "READY", "Consumer", "Delivery", "Entry", "Lease", "Msg", "Policy",
+           "is_ack_id"]
 
 READY, DELAYED, QUEUED, LEASED, ACKED = range(5)
 
@@ -43,6 +47,19 @@ READY, DELAYED, QUEUED, LEASED, ACKED = range(5)
 #: per message by about 15 % a step and the emulator's CPU per message by about
 #: 10 % a step.
 DISPATCH_INTERVAL = 0.02
+
+_ACK_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}-[0-9]{1,20}")
+
+
+def is_ack_id(ack_id: str) -> bool:
+    """Whether *ack_id* has the form of one this emulator hands out (``serial-seq-attempt``).
+
+    The service refuses an ack id it cannot decode with INVALID_ARGUMENT, and
+    ignores (or, with exactly-once delivery, reports) a well-formed one that
+    is no longer leased.
+    """
+    return _ACK_ID.fullmatch(ack_id) is not None
+
 
 #: Bytes a received message adds to a response beyond its own (ack id, framing).
 RESPONSE_OVERHEAD = 48
@@ -291,28 +308,45 @@ class Delivery:
 
     # -- acks, nacks, deadlines ----------------------------------------------------------------
 
-    def ack(self, ack_ids: Iterable[str]) -> None:
-        """Acknowledge; unknown or expired ack ids are ignored, as by the service."""
+    def ack(self, ack_ids: Iterable[str]) -> list[str]:
+        """Acknowledge; return the ack ids that are not (or no longer) leased.
+
+        Plain subscriptions ignore those, as the service does; with
+        exactly-once delivery the caller reports them to the client.
+        """
         leases = self.leases
+        unknown: list[str] = []
         for ack_id in ack_ids:
             lease = leases.pop(ack_id, None)
             if lease is None:
+                unknown.append(ack_id)
                 continue
             self._finish(lease.entry)
             if lease.consumer is not None:
                 lease.consumer.released(lease)
+        return unknown
 
-    def modify(self, ack_ids: Iterable[str], seconds: float) -> None:
-        """Set the deadline of each lease to *seconds* from now (0: nack, redelivered after backoff)."""
+    def modify(self, ack_ids: Iterable[str], seconds: float) -> list[str]:
+        """Set the deadline of each lease to *seconds* from now (0: nack, redelivered after backoff);
+        return the ack ids that are not (or no longer) leased."""
+        unknown: list[str] = []
         if seconds <= 0:
-            self.release([lease for a in ack_ids if (lease := self.leases.get(a)) is not None], backoff=True)
-            return
+            found: list[Lease] = []
+            for ack_id in ack_ids:
+                lease = self.leases.get(ack_id)
+                if lease is None:
+                    unknown.append(ack_id)
+                else:
+                    found.append(lease)
+            self.release(found, backoff=True)
+            return unknown
         deadline = self.loop.time() + seconds
         heap, counter = self._lease_heap, self._counter
         earliest = math.inf
         for ack_id in ack_ids:
             lease = self.leases.get(ack_id)
             if lease is None:
+                unknown.append(ack_id)
                 continue
             lease.deadline = deadline
             heapq.heappush(heap, (deadline, next(counter), lease))
@@ -322,6 +356,7 @@ class Delivery:
                                 if lease.deadline != math.inf]
             heapq.heapify(self._lease_heap)
         self._arm(earliest)
+        return unknown
 
     def release(self, leases: Iterable[Lease], *, backoff: bool, delay: float | None = None) -> None:
         """End these leases without an ack: the messages are delivered again (after *delay*, or the

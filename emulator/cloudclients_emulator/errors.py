@@ -7,6 +7,7 @@ no grpcio at run time: it speaks gRPC itself (``grpc_h2.py``).
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 __all__ = ["ApiError", "Code", "http_status"]
 
@@ -51,12 +52,18 @@ _HTTP = {
 
 
 class ApiError(Exception):
-    """Refuse a call with *code* and *message* (gRPC status, or its HTTP mapping for REST)."""
+    """Refuse a call with *code* and *message* (gRPC status, or its HTTP mapping for REST).
 
-    def __init__(self, code: Code, message: str) -> None:
+    *details* are protobuf messages (``google.rpc.ErrorInfo`` …) sent with the
+    status in gRPC's ``grpc-status-details-bin`` trailer, where clients look
+    for machine-readable reasons (exactly-once delivery's per-ack-id results).
+    """
+
+    def __init__(self, code: Code, message: str, details: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 def http_status(code: Code) -> int:

@@ -18,6 +18,7 @@ about cancellation and flow control.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import zlib
@@ -88,10 +89,24 @@ def _percent(message: str) -> bytes:
     return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in raw)
 
 
-def _trailers(code: Code, message: str) -> list[tuple[bytes, bytes]]:
+def _trailers(code: Code, message: str, details: tuple[Any, ...] = ()) -> list[tuple[bytes, bytes]]:
     if code is Code.OK:
         return _OK_TRAILERS
-    return [(b"grpc-status", b"%d" % code), (b"grpc-message", _percent(message))]
+    out = [(b"grpc-status", b"%d" % code), (b"grpc-message", _percent(message))]
+    if details:
+        out.append((b"grpc-status-details-bin", _status_details(code, message, details)))
+    return out
+
+
+def _status_details(code: Code, message: str, details: tuple[Any, ...]) -> bytes:
+    """A ``google.rpc.Status`` repeating code and message (clients check both match) with *details*,
+    base64 without padding as gRPC's ``-bin`` metadata is sent."""
+    from google.rpc import status_pb2  # only when there are details: most errors have none
+
+    status = status_pb2.Status(code=int(code), message=message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return base64.b64encode(status.SerializeToString()).rstrip(b"=")
 
 
 class ServerCall:
@@ -109,7 +124,7 @@ class ServerCall:
         self.out = bytearray()
         self.request: bytes | None = None
         self.headers_sent = False
-        self.trailers: tuple[Code, str] | None = None
+        self.trailers: tuple[Code, str, tuple[Any, ...]] | None = None
         self.closed = False
         self.future: asyncio.Future[Any] | None = None
         self.handler: StreamHandler | None = None
@@ -127,11 +142,11 @@ class ServerCall:
         self.out += payload
         self.conn.pump(self)
 
-    def finish(self, code: Code, message: str = "") -> None:
-        """End the call with this status, after what was sent."""
+    def finish(self, code: Code, message: str = "", details: tuple[Any, ...] = ()) -> None:
+        """End the call with this status (and its *details*, see :class:`~.errors.ApiError`), after what was sent."""
         if self.closed or self.trailers is not None:
             return
-        self.trailers = (code, message)
+        self.trailers = (code, message, details)
         self.conn.pump(self)
 
 
@@ -242,7 +257,7 @@ class GrpcConnection(asyncio.Protocol):
                 try:
                     payload = self._decompress(call, payload)
                 except ApiError as exc:
-                    call.finish(exc.code, exc.message)
+                    call.finish(exc.code, exc.message, exc.details)
                     self._reset(call)
                     return
             if call.handler is None:  # unary: exactly one request, run at the end of the stream
@@ -295,7 +310,7 @@ class GrpcConnection(asyncio.Protocol):
         try:
             result = call.method.unary(request)
         except ApiError as exc:
-            call.finish(exc.code, exc.message)
+            call.finish(exc.code, exc.message, exc.details)
             return
         except Exception:
             log.exception("gRPC call failed")
@@ -315,7 +330,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         exc = future.exception()
         if isinstance(exc, ApiError):
-            call.finish(exc.code, exc.message)
+            call.finish(exc.code, exc.message, exc.details)
         elif exc is not None:
             log.error("gRPC call failed", exc_info=exc)
             call.finish(Code.INTERNAL, "The emulator failed to answer (see its log)")
@@ -414,7 +429,7 @@ class GrpcConnection(asyncio.Protocol):
         try:
             fn(*args)
         except ApiError as exc:
-            call.finish(exc.code, exc.message)
+            call.finish(exc.code, exc.message, exc.details)
         except Exception:
             log.exception("gRPC stream handler failed")
             call.finish(Code.INTERNAL, "The emulator failed (see its log)")

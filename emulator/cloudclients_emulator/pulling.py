@@ -4,8 +4,10 @@ Both are :class:`~.delivery.Consumer` s. A unary Pull that finds nothing waits
 (a future, no task) until a dispatch hands it messages or its wait runs out.
 A StreamingPull is one object per open stream, fed each request by the gRPC
 connection: it counts its leases against the stream's flow control, asks its
-subscription for more whenever it has room and the client keeps up, and
-releases what it still holds when the stream goes away.
+subscription for more whenever it has room and the client keeps up. When
+the stream goes away its leases stay valid until their ack deadline (a later
+unary Acknowledge or ModifyAckDeadline of them works), as the service's do,
+and nothing more is handed to it.
 
 Responses are assembled from the stored serialised messages without parsing
 them again: a ``ReceivedMessage`` is ack id (field 1), message (field 2,
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .delivery import Consumer, Delivery, Lease
 from .errors import ApiError, Code
 from .limits import MAX_PULL_MESSAGES, MAX_RESPONSE_BYTES
-from .state import MAX_ACK_DEADLINE, MIN_ACK_DEADLINE, State, Sub
+from .state import MAX_ACK_DEADLINE, MIN_ACK_DEADLINE, State, Sub, check_ack_ids
 
 if TYPE_CHECKING:
     from .faults import Faults
@@ -39,6 +41,12 @@ PULL_WAIT = 0.5
 _CLIENT_RECEIVE_LIMIT = 4 * 1024 * 1024
 
 _SMALL = [bytes((i,)) for i in range(128)]
+#: ``subscription_properties { exactly_once_delivery_enabled: true }`` (field 4 of
+#: StreamingPullResponse): the client switches to its exactly-once mode only if
+#: every response says so.
+_EXACTLY_ONCE_PROPERTIES = b"\x22\x02\x08\x01"
+#: Without a limit (0, or negative: "no limit", per the proto's comments).
+_UNLIMITED = 1 << 62
 
 
 def _varint(n: int) -> bytes:
@@ -143,7 +151,7 @@ class StreamingPull(Consumer):
         self.stream_id = 0
         self.held: dict[str, Lease] = {}
         self.out_bytes = 0
-        self.max_messages = self.max_bytes = 1 << 62
+        self.max_messages = self.max_bytes = _UNLIMITED
         self.closed = False
         self._pending: list[Any] | None = None  # requests that came during an injected delay
 
@@ -161,9 +169,13 @@ class StreamingPull(Consumer):
             self._handle(request)
 
     def on_half_close(self) -> None:
-        if self.sub is None and self._pending is None:
-            self.call.finish(Code.OK)  # closed before asking for anything
-            self.closed = True
+        # After the first request a half-close changes nothing: the stream
+        # delivers until the client cancels it, as the service's does (ending it
+        # OK would stop a client's subscriber for good). Half-closed before any
+        # request, there is no subscription to stream: refused like an empty
+        # first request.
+        if self.sub is None and self._pending is None and not self.closed:
+            self._fail(Code.INVALID_ARGUMENT, "The stream ended before its first request named a subscription")
 
     def on_cancel(self) -> None:
         """The client cancelled (every subscriber shutdown does) or the connection dropped."""
@@ -217,8 +229,8 @@ class StreamingPull(Consumer):
         self.sub = sub
         self.delivery = sub.delivery
         self.ack_deadline = float(deadline)
-        self.max_messages = request.max_outstanding_messages or 1 << 62
-        self.max_bytes = request.max_outstanding_bytes or 1 << 62
+        self.max_messages = request.max_outstanding_messages if request.max_outstanding_messages > 0 else _UNLIMITED
+        self.max_bytes = request.max_outstanding_bytes if request.max_outstanding_bytes > 0 else _UNLIMITED
         self.stream_id = self.state.add_stream(self)
         self._handle(request)
         self._want()
@@ -227,22 +239,60 @@ class StreamingPull(Consumer):
 
     def _handle(self, request: Any) -> None:
         # Acks, nacks and lease extensions may come on the stream; an empty
-        # request is the client's heartbeat.
-        assert self.delivery is not None
+        # request is the client's heartbeat. The whole request is checked
+        # before any of it applies; a bad one ends the stream, as the service does.
+        assert self.delivery is not None and self.sub is not None
+        try:
+            self._check(request)
+        except ApiError as exc:
+            self.end(exc.code, exc.message)
+            return
+        invalid_acks: list[str] = []
+        valid_acks: list[str] = []
         if request.ack_ids:
-            self.delivery.ack(request.ack_ids)
+            invalid_acks = self.delivery.ack(request.ack_ids)
+            if self.sub.exactly_once:
+                bad = set(invalid_acks)
+                valid_acks = [a for a in request.ack_ids if a not in bad]
         if request.modify_deadline_ack_ids:
             by_deadline: dict[int, list[str]] = {}
             for ack_id, seconds in zip(request.modify_deadline_ack_ids, request.modify_deadline_seconds,
-                                       strict=False):
+                                       strict=True):
                 by_deadline.setdefault(seconds, []).append(ack_id)
+            invalid_mods: list[str] = []
             for seconds, ack_ids in by_deadline.items():
-                if 0 <= seconds <= MAX_ACK_DEADLINE:
-                    self.delivery.modify(ack_ids, seconds)
-                else:
-                    log.debug("stream %d: ignoring modack to %d s", self.stream_id, seconds)
+                invalid_mods += self.delivery.modify(ack_ids, seconds)
+            if self.sub.exactly_once:
+                bad = set(invalid_mods)
+                self._confirm(3, [a for a in request.modify_deadline_ack_ids if a not in bad], invalid_mods)
+        if request.ack_ids and self.sub.exactly_once:
+            self._confirm(2, valid_acks, invalid_acks)
         if request.stream_ack_deadline_seconds:
             self.ack_deadline = float(request.stream_ack_deadline_seconds)
+
+    @staticmethod
+    def _check(request: Any) -> None:
+        deadline = request.stream_ack_deadline_seconds
+        if deadline and not MIN_ACK_DEADLINE <= deadline <= MAX_ACK_DEADLINE:
+            raise ApiError(Code.INVALID_ARGUMENT, f"Invalid stream_ack_deadline_seconds: {deadline} "
+                           f"({MIN_ACK_DEADLINE}..{MAX_ACK_DEADLINE})")
+        if len(request.modify_deadline_ack_ids) != len(request.modify_deadline_seconds):
+            raise ApiError(Code.INVALID_ARGUMENT,
+                           f"modify_deadline_seconds has {len(request.modify_deadline_seconds)} entries, "
+                           f"modify_deadline_ack_ids {len(request.modify_deadline_ack_ids)}: they must match")
+        for seconds in request.modify_deadline_seconds:
+            if not 0 <= seconds <= MAX_ACK_DEADLINE:
+                raise ApiError(Code.INVALID_ARGUMENT, f"Invalid modify_deadline_seconds: {seconds}; "
+                               f"it must be between 0 and {MAX_ACK_DEADLINE} seconds")
+        check_ack_ids(request.ack_ids)
+        check_ack_ids(request.modify_deadline_ack_ids)
+
+    def _confirm(self, field: int, ok: list[str], invalid: list[str]) -> None:
+        """Tell an exactly-once client which of its stream acks (field 2: ``acknowledge_confirmation``)
+        or lease changes (field 3: ``modify_ack_deadline_confirmation``) took effect."""
+        body = b"".join(b"\x0a" + _varint(len(a)) + a.encode("ascii") for a in ok)
+        body += b"".join(b"\x12" + _varint(len(a)) + a.encode("ascii") for a in invalid)
+        self.call.send(bytes((field << 3 | 2,)) + _varint(len(body)) + body + _EXACTLY_ONCE_PROPERTIES)
 
     # -- delivery.Consumer ------------------------------------------------------------------------------
 
@@ -252,13 +302,17 @@ class StreamingPull(Consumer):
         return self.max_messages - len(self.held), self.max_bytes - self.out_bytes
 
     def deliver(self, leases: list[Lease]) -> None:
+        assert self.delivery is not None and self.sub is not None
+        if self.closed:  # cannot happen (a closed stream has no room), but never lose messages
+            self.delivery.release(leases, backoff=False)
+            return
         held = self.held
         for lease in leases:
             held[lease.ack_id] = lease
             self.out_bytes += len(lease.entry.msg.raw)
-        assert self.sub is not None
         _warn_if_too_large(self.sub, leases)
-        self.call.send(encode_received(leases, self.sub.max_attempts() > 0))
+        body = encode_received(leases, self.sub.max_attempts() > 0)
+        self.call.send(body + _EXACTLY_ONCE_PROPERTIES if self.sub.exactly_once else body)
         self._want()
 
     def released(self, lease: Lease) -> None:
@@ -288,8 +342,10 @@ class StreamingPull(Consumer):
             self.state.remove_stream(self.stream_id)
         if self.delivery is not None:
             self.delivery.unwant(self)
-            # Unlike the official emulator, a gone stream's messages are available again at once.
-            self.delivery.release(list(self.held.values()), backoff=False)
+        # The leases outlive the stream, as the service's do: valid until their
+        # deadline (then redelivered), counted against nobody's flow control.
+        for lease in self.held.values():
+            lease.consumer = None
         self.held.clear()
         self.out_bytes = 0
 

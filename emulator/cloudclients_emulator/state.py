@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._types import pubsub
-from .delivery import Delivery, Entry, Msg
+from .delivery import Delivery, Entry, Msg, is_ack_id
 from .errors import ApiError, Code
 from .filters import FilterError, Predicate, compile_filter
 from .limits import check_publish
 from .names import check_name
 
-__all__ = ["DELETED_TOPIC", "Caps", "PushHook", "Snap", "State", "StreamHandle", "Sub", "Topic", "pb"]
+__all__ = ["DELETED_TOPIC", "Caps", "PushHook", "Snap", "State", "StreamHandle", "Sub", "Topic", "check_ack_ids",
+           "exactly_once_error_info", "pb"]
 
 log = logging.getLogger("cloudclients_emulator")
 
@@ -112,6 +113,24 @@ class Sub:
             self._retry = (p.retry_policy.minimum_backoff.ToTimedelta().total_seconds() or 10.0,
                            p.retry_policy.maximum_backoff.ToTimedelta().total_seconds() or 600.0)
         self.delivery.set_retain(bool(p.retain_acked_messages))
+
+    @property
+    def exactly_once(self) -> bool:
+        return bool(self.pb.enable_exactly_once_delivery)
+
+    def ack_results(self, invalid: list[str]) -> None:
+        """Report ack ids an Acknowledge or ModifyAckDeadline found no lease for.
+
+        Plain subscriptions ignore them (acks are best effort). With exactly-once
+        delivery the service fails the call and names each one in a
+        ``google.rpc.ErrorInfo``'s metadata, which the client library turns into
+        the result of ``ack_with_response()`` / ``modify_ack_deadline_with_response()``.
+        """
+        if invalid and self.exactly_once:
+            raise ApiError(Code.INVALID_ARGUMENT, "Some acknowledgement ids in the request were invalid. "
+                           "This could be because the acknowledgement ids have expired or the "
+                           "acknowledgement ids were malformed.",
+                           (exactly_once_error_info(invalid),))
 
     # -- delivery.Policy ----------------------------------------------------------------
 
@@ -347,19 +366,23 @@ class State:
         paths = list(paths)
         if not paths:
             raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        # Applied to a copy and validated whole: a refused update changes nothing.
+        updated = pb.Subscription()
+        updated.CopyFrom(sub.pb)
         for path in paths:
             top = path.split(".")[0]
             if top in ("name", "topic", "filter", "enable_message_ordering"):
                 raise ApiError(Code.INVALID_ARGUMENT, f"Field {path} cannot be updated")
             if top not in pb.Subscription.DESCRIPTOR.fields_by_name:
                 raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-            _copy_field(subscription, sub.pb, top)
-        try:
-            _normalise_subscription(sub.pb)
-        finally:
-            sub.settings_changed()
-            if self.push is not None:
-                self.push.update(sub)
+            _copy_field(subscription, updated, top)
+        _normalise_subscription(updated)
+        if updated.HasField("dead_letter_policy") and updated.dead_letter_policy.dead_letter_topic:
+            self.topic(updated.dead_letter_policy.dead_letter_topic)
+        sub.pb.CopyFrom(updated)
+        sub.settings_changed()
+        if self.push is not None:
+            self.push.update(sub)
         return sub.pb
 
     def list_subscriptions(self, project: str) -> list[Any]:
@@ -405,13 +428,19 @@ class State:
         return sub
 
     def acknowledge(self, name: str, ack_ids: Iterable[str]) -> None:
-        self.sub(name).delivery.ack(ack_ids)
+        sub = self.sub(name)
+        ack_ids = list(ack_ids)
+        check_ack_ids(ack_ids)
+        sub.ack_results(sub.delivery.ack(ack_ids))
 
     def modify_ack_deadline(self, name: str, ack_ids: Iterable[str], seconds: int) -> None:
         if not 0 <= seconds <= MAX_ACK_DEADLINE:
             raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid ack deadline: {seconds}; it must be between 0 and {MAX_ACK_DEADLINE} seconds")
-        self.sub(name).delivery.modify(ack_ids, seconds)
+        sub = self.sub(name)
+        ack_ids = list(ack_ids)
+        check_ack_ids(ack_ids)
+        sub.ack_results(sub.delivery.modify(ack_ids, seconds))
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -520,6 +549,23 @@ class State:
         }
 
 
+def check_ack_ids(ack_ids: Iterable[str]) -> None:
+    """Refuse ack ids this emulator cannot have handed out, as the service does."""
+    for ack_id in ack_ids:
+        if not is_ack_id(ack_id):
+            raise ApiError(Code.INVALID_ARGUMENT,
+                           f"You have passed an invalid ack ID to the service (ack_id={ack_id}).")
+
+
+def exactly_once_error_info(invalid: Iterable[str]) -> Any:
+    """The ``google.rpc.ErrorInfo`` the service sends with a failed ack or modack under exactly-once
+    delivery: each refused ack id mapped to why."""
+    from google.rpc import error_details_pb2
+
+    return error_details_pb2.ErrorInfo(reason="EXACTLY_ONCE_ACKID_FAILURE", domain="pubsub.googleapis.com",
+                                       metadata=dict.fromkeys(invalid, "PERMANENT_FAILURE_INVALID_ACK_ID"))
+
+
 def _compile(text: str) -> Predicate | None:
     try:
         return compile_filter(text)
@@ -544,8 +590,6 @@ def _normalise_subscription(sub: Any) -> None:
         sub.dead_letter_policy.max_delivery_attempts = attempts
     if not sub.HasField("message_retention_duration"):
         sub.message_retention_duration.FromSeconds(7 * 24 * 3600)  # the service's default
-    # Exactly-once delivery semantics are not implemented: never claim them.
-    sub.enable_exactly_once_delivery = False
     sub.state = int(pubsub.Subscription.State.ACTIVE)
 
 

@@ -1,0 +1,82 @@
+"""Requests the service refuses whole: a bad UpdateSubscription, bad later StreamingPull requests,
+undecodable ack ids; and what it accepts that looks odd (negative flow control: no limit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.api_core import exceptions
+from google.protobuf import field_mask_pb2
+
+from tests.conformance_core.conftest import Target, xfail_official
+from tests.conformance_core.rawstream import RawStream
+from tests.conformance_core.test_streaming import publish
+from tests.helpers import wait_for
+
+
+def test_a_refused_update_changes_nothing(request: pytest.FixtureRequest, target: Target) -> None:
+    xfail_official(request, target, "the official emulator applies the valid fields of a refused UpdateSubscription")
+    topic = target.topic()
+    sub = target.subscription(topic, ack_deadline_seconds=20)
+    with pytest.raises(exceptions.InvalidArgument):
+        target.subscriber.update_subscription(request={
+            "subscription": {"name": sub, "ack_deadline_seconds": -30, "retain_acked_messages": True},
+            "update_mask": field_mask_pb2.FieldMask(paths=["retain_acked_messages", "ack_deadline_seconds"])})
+    got = target.subscriber.get_subscription(subscription=sub)
+    assert got.ack_deadline_seconds == 20
+    assert not got.retain_acked_messages
+
+
+LATER_REQUESTS: dict[str, dict[str, Any]] = {
+    "stream_ack_deadline_seconds=-5": {"stream_ack_deadline_seconds": -5},
+    "stream_ack_deadline_seconds=700": {"stream_ack_deadline_seconds": 700},
+    "modify_deadline_seconds=-1": {"modify_deadline_ack_ids": ["ACK"], "modify_deadline_seconds": [-1]},
+    "modify_deadline_seconds=601": {"modify_deadline_ack_ids": ["ACK"], "modify_deadline_seconds": [601]},
+    "two ack ids, one deadline": {"modify_deadline_ack_ids": ["ACK", "ACK"], "modify_deadline_seconds": [30]},
+    "garbage ack id": {"ack_ids": ["not an ack id"]},
+}
+
+
+@pytest.mark.parametrize("case", list(LATER_REQUESTS))
+def test_a_bad_later_streaming_pull_request_ends_the_stream(request: pytest.FixtureRequest, target: Target,
+                                                            case: str) -> None:
+    """After a good first request (and a delivered message, whose ack id the bad request names), the
+    stream ends with INVALID_ARGUMENT."""
+    if case == "modify_deadline_seconds=601":
+        xfail_official(request, target, f"the official emulator accepts {case} on an open stream")
+    topic = target.topic()
+    sub = target.subscription(topic)
+    publish(target, topic, 1)
+    stream = RawStream(target, sub)
+    try:
+        assert wait_for(lambda: len(stream.received) == 1, 20)
+        fields = dict(LATER_REQUESTS[case])
+        for key in ("modify_deadline_ack_ids",):
+            if key in fields:
+                fields[key] = [stream.ack_ids()[0] if a == "ACK" else a for a in fields[key]]
+        stream.send(**fields)
+        assert stream.done.wait(15), "the stream goes on"
+        assert stream.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        stream.cancel()
+
+
+def test_an_undecodable_ack_id_is_refused(target: Target) -> None:
+    topic = target.topic()
+    sub = target.subscription(topic)
+    with pytest.raises(exceptions.InvalidArgument):
+        target.subscriber.acknowledge(subscription=sub, ack_ids=["not an ack id"])
+
+
+@pytest.mark.parametrize("field", ["max_outstanding_messages", "max_outstanding_bytes"])
+def test_negative_flow_control_means_no_limit(request: pytest.FixtureRequest, target: Target, field: str) -> None:
+    topic = target.topic()
+    sub = target.subscription(topic)
+    publish(target, topic, 3)
+    stream = RawStream(target, sub, **{field: -1})
+    try:
+        assert wait_for(lambda: len({data for _, data in stream.received}) == 3, 20), stream.received
+    finally:
+        stream.cancel()
