@@ -78,10 +78,11 @@ class PushHook(Protocol):
 
 
 class Topic:
-    __slots__ = ("name", "pb", "snaps", "subs")
+    __slots__ = ("iam_policy", "name", "pb", "snaps", "subs")
 
     def __init__(self, topic_pb: Any) -> None:
         self.pb = topic_pb
+        self.iam_policy: Any = None  # google.iam.v1.Policy, once set (iam.py); dropped with the topic
         self.name: str = topic_pb.name
         self.subs: dict[str, Sub] = {}
         self.snaps: dict[str, Snap] = {}
@@ -96,6 +97,7 @@ class Sub:
         self.name: str = sub_pb.name
         self.predicate = predicate
         self.detached = False
+        self.iam_policy: Any = None  # google.iam.v1.Policy, once set (iam.py)
         self.delivery = Delivery(state.loop, self, ordered=bool(sub_pb.enable_message_ordering),
                                  retain=bool(sub_pb.retain_acked_messages))
         self.settings_changed()
@@ -131,10 +133,11 @@ class Sub:
 class Snap:
     """A snapshot: the source's unacked messages when taken, plus everything published since."""
 
-    __slots__ = ("bytes", "msgs", "pb", "taken_ns")
+    __slots__ = ("bytes", "iam_policy", "msgs", "pb", "taken_ns")
 
     def __init__(self, snap_pb: Any, msgs: Iterable[Msg]) -> None:
         self.pb = snap_pb
+        self.iam_policy: Any = None  # google.iam.v1.Policy, once set (iam.py)
         self.msgs: dict[int, Msg] = {m.seq: m for m in msgs}
         self.bytes = sum(len(m.raw) for m in self.msgs.values())
         self.taken_ns = time.time_ns()
