@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from ._types import pubsub
 from .delivery import Delivery, Entry, Msg
 from .errors import ApiError, Code
 from .filters import FilterError, Predicate, compile_filter
-from .limits import check_publish
+from .limits import check_ack_ids, check_publish, check_retention, check_retry_policy
 from .names import check_name
 
 __all__ = ["DELETED_TOPIC", "Caps", "PushHook", "Snap", "State", "StreamHandle", "Sub", "Topic", "pb"]
@@ -199,6 +199,7 @@ class State:
 
     def create_topic(self, topic: Any) -> Any:
         check_name(topic.name, "topics")
+        check_retention(topic)
         if topic.name in self.topics:
             raise ApiError(Code.ALREADY_EXISTS, f"Topic already exists: {topic.name}")
         stored = pb.Topic()
@@ -211,10 +212,14 @@ class State:
         paths = list(paths)
         if not paths:
             raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        updated = pb.Topic()
+        updated.CopyFrom(current)
         for path in paths:
             if path == "name" or path not in pb.Topic.DESCRIPTOR.fields_by_name:
                 raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-            _copy_field(topic, current, path)
+            _copy_field(topic, updated, path)
+        check_retention(updated)  # before anything changes: a refused update leaves the topic as it was
+        current.CopyFrom(updated)
         return current
 
     def list_topics(self, project: str) -> list[Any]:
@@ -350,19 +355,20 @@ class State:
         paths = list(paths)
         if not paths:
             raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        updated = pb.Subscription()
+        updated.CopyFrom(sub.pb)
         for path in paths:
             top = path.split(".")[0]
             if top in ("name", "topic", "filter", "enable_message_ordering"):
                 raise ApiError(Code.INVALID_ARGUMENT, f"Field {path} cannot be updated")
             if top not in pb.Subscription.DESCRIPTOR.fields_by_name:
                 raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-            _copy_field(subscription, sub.pb, top)
-        try:
-            _normalise_subscription(sub.pb)
-        finally:
-            sub.settings_changed()
-            if self.push is not None:
-                self.push.update(sub)
+            _copy_field(subscription, updated, top)
+        _normalise_subscription(updated)  # before anything changes: a refused update leaves the subscription as it was
+        sub.pb.CopyFrom(updated)
+        sub.settings_changed()
+        if self.push is not None:
+            self.push.update(sub)
         return sub.pb
 
     def list_subscriptions(self, project: str) -> list[Any]:
@@ -407,10 +413,14 @@ class State:
             raise ApiError(Code.FAILED_PRECONDITION, f"Subscription {name} is detached")
         return sub
 
-    def acknowledge(self, name: str, ack_ids: Iterable[str]) -> None:
+    def acknowledge(self, name: str, ack_ids: Sequence[str]) -> None:
+        """The unary Acknowledge (StreamingPull acks go to the delivery directly)."""
+        check_ack_ids(ack_ids)
         self.sub(name).delivery.ack(ack_ids)
 
-    def modify_ack_deadline(self, name: str, ack_ids: Iterable[str], seconds: int) -> None:
+    def modify_ack_deadline(self, name: str, ack_ids: Sequence[str], seconds: int) -> None:
+        """The unary ModifyAckDeadline."""
+        check_ack_ids(ack_ids)
         if not 0 <= seconds <= MAX_ACK_DEADLINE:
             raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid ack deadline: {seconds}; it must be between 0 and {MAX_ACK_DEADLINE} seconds")
@@ -545,6 +555,8 @@ def _normalise_subscription(sub: Any) -> None:
             raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid max_delivery_attempts: {attempts}; it must be between 5 and 100")
         sub.dead_letter_policy.max_delivery_attempts = attempts
+    check_retention(sub)
+    check_retry_policy(sub)
     if not sub.HasField("message_retention_duration"):
         sub.message_retention_duration.FromSeconds(7 * 24 * 3600)  # the service's default
     # Exactly-once delivery semantics are not implemented: never claim them.
