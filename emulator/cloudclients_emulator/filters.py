@@ -152,8 +152,9 @@ def compile_filter(text: str) -> Predicate | None:
     """
     if not text.strip():
         return None
-    if len(text) > MAX_FILTER_LENGTH:
-        raise FilterError(f"filter is longer than {MAX_FILTER_LENGTH} characters")
+    size = len(text.encode("utf-8"))  # the limit is in bytes, not characters
+    if size > MAX_FILTER_LENGTH:
+        raise FilterError(f"filter is {size} bytes long; the maximum is {MAX_FILTER_LENGTH} bytes")
     parser = _Parser(text)
     predicate = parser.expr()
     if parser.peek() is not None:

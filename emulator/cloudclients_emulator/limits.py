@@ -23,7 +23,11 @@ __all__ = [
     "MAX_PUBLISH_MESSAGES",
     "MAX_PULL_MESSAGES",
     "MAX_RESPONSE_BYTES",
+    "MAX_RETENTION_S",
+    "MIN_RETENTION_S",
     "check_publish",
+    "check_retention",
+    "check_retry_policy",
 ]
 
 #: A PublishRequest, serialised (the service: "Request payload size exceeds the limit: 10485760 bytes.").
@@ -47,6 +51,11 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_GRPC_RECEIVE_BYTES = 20 * 1024 * 1024
 #: HTTP/1.1 request bodies (REST JSON carries data base64-encoded: 4/3 of it).
 MAX_HTTP_BODY_BYTES = 32 * 1024 * 1024
+
+#: message_retention_duration of a topic or subscription: "Cannot be more than 31 days or less than 10 minutes."
+MIN_RETENTION_S, MAX_RETENTION_S = 10 * 60, 31 * 24 * 3600
+#: RetryPolicy minimum_backoff and maximum_backoff: "The value should be between 0 and 600 seconds."
+MAX_BACKOFF_S = 600
 
 
 def _utf8_len(text: str) -> int:
@@ -92,3 +101,37 @@ def check_publish(messages: Sequence[Any], request_bytes: int) -> None:
                 raise ApiError(Code.INVALID_ARGUMENT,
                                f"One of the attributes in the request has a value that is too long. The length is "
                                f"{_utf8_len(value)} bytes, but the maximum allowed is {MAX_ATTRIBUTE_VALUE_BYTES}.")
+
+
+def _seconds(duration: Any) -> float:
+    return float(duration.seconds) + float(duration.nanos) / 1e9
+
+
+def _range(field: str, value: float, low: float, high: float) -> None:
+    if value < low:
+        raise ApiError(Code.INVALID_ARGUMENT, f"The value for {field} is too small. You passed {value:g}s in the "
+                                              f"request, but the minimum value is {low:g}s.")
+    if value > high:
+        raise ApiError(Code.INVALID_ARGUMENT, f"The value for {field} is too large. You passed {value:g}s in the "
+                                              f"request, but the maximum value is {high:g}s.")
+
+
+def check_retention(resource: Any) -> None:
+    """Refuse a topic's or subscription's ``message_retention_duration`` outside 10 minutes .. 31 days (if set)."""
+    if resource.HasField("message_retention_duration"):
+        _range("message_retention_duration", _seconds(resource.message_retention_duration),
+               MIN_RETENTION_S, MAX_RETENTION_S)
+
+
+def check_retry_policy(subscription: Any) -> None:
+    """Refuse backoffs outside 0 .. 600 s, or a minimum above the maximum (unset: the defaults, 10 s and 600 s)."""
+    if not subscription.HasField("retry_policy"):
+        return
+    policy = subscription.retry_policy
+    low = _seconds(policy.minimum_backoff) if policy.HasField("minimum_backoff") else 10.0
+    high = _seconds(policy.maximum_backoff) if policy.HasField("maximum_backoff") else float(MAX_BACKOFF_S)
+    _range("retry_policy.minimum_backoff", low, 0, MAX_BACKOFF_S)
+    _range("retry_policy.maximum_backoff", high, 0, MAX_BACKOFF_S)
+    if low > high:
+        raise ApiError(Code.INVALID_ARGUMENT, f"The retry_policy.minimum_backoff ({low:g}s) must not be larger than "
+                                              f"the retry_policy.maximum_backoff ({high:g}s).")

@@ -9,7 +9,8 @@ from .errors import ApiError, Code
 __all__ = ["check_name", "check_project"]
 
 # 3-255 characters, starting with a letter, from [A-Za-z0-9-_.~+%], not "goog...".
-_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
+# Matched with fullmatch: "$" would also match before a trailing newline ("topic\n").
+_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 
 
 def check_project(name: str) -> str:
@@ -28,7 +29,7 @@ def check_name(name: str, collection: str) -> str:
     parts = name.split("/")
     ok = (
         len(parts) == 4 and parts[0] == "projects" and bool(parts[1]) and parts[2] == collection
-        and bool(_ID.match(parts[3])) and not parts[3].lower().startswith("goog")
+        and bool(_ID.fullmatch(parts[3])) and not parts[3].lower().startswith("goog")
     )
     if not ok:
         raise ApiError(Code.INVALID_ARGUMENT, f"Invalid [{collection}] name: (name={name})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,7 +21,7 @@ from google.protobuf import json_format
 from .admin import Admin
 from .errors import ApiError, Code, http_status
 from .http11 import Request, Response
-from .service import METHODS, Service
+from .service import UNARY, Service
 
 __all__ = ["HttpApp"]
 
@@ -46,12 +47,31 @@ _RESOURCE_ROUTES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("PATCH", "snapshots", ""): ("UpdateSnapshot", "snapshot.name"),
     ("DELETE", "snapshots", ""): ("DeleteSnapshot", "snapshot"),
 }
+# google.iam.v1.IAMPolicy, bound by Pub/Sub for each of its collections (as its REST clients call it).
+for _collection in ("topics", "subscriptions", "snapshots", "schemas"):
+    _RESOURCE_ROUTES[("GET", _collection, "getIamPolicy")] = ("GetIamPolicy", "resource")
+    _RESOURCE_ROUTES[("POST", _collection, "setIamPolicy")] = ("SetIamPolicy", "resource")
+    _RESOURCE_ROUTES[("POST", _collection, "testIamPermissions")] = ("TestIamPermissions", "resource")
 # GET projects/{p}/{collection}
 _PROJECT_LISTS = {"topics": "ListTopics", "subscriptions": "ListSubscriptions", "snapshots": "ListSnapshots"}
 # GET projects/{p}/topics/{t}/{collection}
 _TOPIC_LISTS = {"subscriptions": "ListTopicSubscriptions", "snapshots": "ListTopicSnapshots"}
 _QUERY_FIELDS = {"pageSize": "page_size", "page_size": "page_size", "pageToken": "page_token",
-                 "page_token": "page_token", "maxMessages": "max_messages", "max_messages": "max_messages"}
+                 "page_token": "page_token", "maxMessages": "max_messages", "max_messages": "max_messages",
+                 "options.requestedPolicyVersion": "options.requested_policy_version",
+                 "options.requested_policy_version": "options.requested_policy_version"}
+# json_format's wording for an unknown field, turned into the service's ("Unknown name ...: Cannot find field.").
+_NO_FIELD = re.compile(r'has no field named "([^"]*)" at "[^".\[]*\.?([^"]*)"')
+
+
+def _payload_error(exc: Exception) -> str:
+    """The service's message for a JSON body it cannot take."""
+    found = _NO_FIELD.search(str(exc))
+    if found is None:
+        return f"Invalid JSON payload received. {exc}"
+    name, where = found.groups()
+    at = f" at '{where}'" if where else ""
+    return f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.'
 
 
 def route(method: str, path: str) -> tuple[str, str, str] | None:
@@ -76,7 +96,7 @@ def route(method: str, path: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _set(message: Any, dotted: str, value: str) -> None:
+def _set(message: Any, dotted: str, value: str | int) -> None:
     *parents, last = dotted.split(".")
     for part in parents:
         message = getattr(message, part)
@@ -115,20 +135,21 @@ class HttpApp:
         return await self._rest(rpc, field, name, request.body, url.query)
 
     async def _rest(self, rpc: str, field: str, name: str, raw: bytes, query: str) -> Response:
-        _, request_type, response_type = METHODS[rpc]
-        request = request_type.pb()()
+        _, request_class, response_class = UNARY[rpc]
+        request = request_class()
         try:
             if raw.strip():
-                json_format.Parse(raw, request, ignore_unknown_fields=True)
+                # Unknown fields are refused, as by the service: a misspelt field is a mistake, not a no-op.
+                json_format.Parse(raw, request)
             for key, values in parse_qs(query).items():
                 target = _QUERY_FIELDS.get(key)
                 if target == "page_token":
                     request.page_token = values[0]
                 elif target is not None:
-                    setattr(request, target, int(values[0]))
+                    _set(request, target, int(values[0]))
             _set(request, field, name)
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-            return _error(Code.INVALID_ARGUMENT, f"Invalid JSON payload: {exc}")
+            return _error(Code.INVALID_ARGUMENT, _payload_error(exc))
         try:
             response = self.service.call(rpc, request)
             if isinstance(response, asyncio.Future):
@@ -136,6 +157,6 @@ class HttpApp:
         except ApiError as exc:
             return _error(exc.code, exc.message)
         if isinstance(response, bytes):
-            response = response_type.pb().FromString(response)
+            response = response_class.FromString(response)
         return Response(200, json_format.MessageToJson(response, indent=None).encode())
 

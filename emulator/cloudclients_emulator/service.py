@@ -21,11 +21,12 @@ from ._types import pubsub
 from .errors import ApiError, Code
 from .faults import Faults
 from .grpc_h2 import Method, ServerCall
+from .iam import IAM_METHODS, IamPolicies
 from .names import check_project
 from .pulling import StreamingPull, pull
 from .state import State
 
-__all__ = ["METHODS", "Service"]
+__all__ = ["METHODS", "UNARY", "Service"]
 
 log = logging.getLogger("cloudclients_emulator")
 
@@ -59,8 +60,14 @@ METHODS: dict[str, tuple[str, Any, Any]] = {
     "DeleteSnapshot": (SUBSCRIBER, pubsub.DeleteSnapshotRequest, None),
     "Seek": (SUBSCRIBER, pubsub.SeekRequest, pubsub.SeekResponse),
 }
+#: Every unary method, Pub/Sub's and IAMPolicy's: name -> (service, raw request class, raw response class).
+UNARY: dict[str, tuple[str, Any, Any]] = {
+    **{name: (service, request.pb(), None if response is None else response.pb())
+       for name, (service, request, response) in METHODS.items()},
+    **IAM_METHODS,
+}
 STREAMING_METHODS = ("StreamingPull",)
-ALL_METHODS = (*METHODS, *STREAMING_METHODS)
+ALL_METHODS = (*UNARY, *STREAMING_METHODS)
 
 _EMPTY = empty_pb2.Empty()
 _PublishResponse: Any = pubsub.PublishResponse.pb()
@@ -84,7 +91,9 @@ class Service:
         self.state = state
         self.faults = faults
         self.loop = state.loop
+        self.iam = IamPolicies(state)
         self._impl: dict[str, Callable[[Any], Any]] = {m: getattr(self, f"_{m}") for m in METHODS}
+        self._impl.update(GetIamPolicy=self.iam.get, SetIamPolicy=self.iam.set, TestIamPermissions=self.iam.test)
 
     def call(self, method: str, request: Any) -> Any:
         """Run unary *method* on a raw protobuf *request* (after fault injection).
@@ -126,8 +135,8 @@ class Service:
     def grpc_methods(self) -> dict[bytes, Method]:
         """The gRPC method table, by ``:path``."""
         table: dict[bytes, Method] = {}
-        for name, (service, request_type, _) in METHODS.items():
-            table[f"/{service}/{name}".encode()] = Method(request_type.pb(), unary=partial(self.call, name))
+        for name, (service, request_class, _) in UNARY.items():
+            table[f"/{service}/{name}".encode()] = Method(request_class, unary=partial(self.call, name))
         table[f"/{SUBSCRIBER}/StreamingPull".encode()] = Method(
             pubsub.StreamingPullRequest.pb(), stream=self.streaming_pull)
         return table

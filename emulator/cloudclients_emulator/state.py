@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from ._types import pubsub
 from .delivery import Delivery, Entry, Msg, is_ack_id
 from .errors import ApiError, Code
 from .filters import FilterError, Predicate, compile_filter
-from .limits import check_publish
+from .limits import check_publish, check_retention, check_retry_policy
 from .names import check_name
 
 __all__ = ["DELETED_TOPIC", "Caps", "PushHook", "Snap", "State", "StreamHandle", "Sub", "Topic", "check_ack_ids",
@@ -79,10 +79,11 @@ class PushHook(Protocol):
 
 
 class Topic:
-    __slots__ = ("name", "pb", "snaps", "subs")
+    __slots__ = ("iam_policy", "name", "pb", "snaps", "subs")
 
     def __init__(self, topic_pb: Any) -> None:
         self.pb = topic_pb
+        self.iam_policy: Any = None  # google.iam.v1.Policy, once set (iam.py); dropped with the topic
         self.name: str = topic_pb.name
         self.subs: dict[str, Sub] = {}
         self.snaps: dict[str, Snap] = {}
@@ -97,6 +98,7 @@ class Sub:
         self.name: str = sub_pb.name
         self.predicate = predicate
         self.detached = False
+        self.iam_policy: Any = None  # google.iam.v1.Policy, once set (iam.py)
         self.delivery = Delivery(state.loop, self, ordered=bool(sub_pb.enable_message_ordering),
                                  retain=bool(sub_pb.retain_acked_messages))
         self.settings_changed()
@@ -150,10 +152,11 @@ class Sub:
 class Snap:
     """A snapshot: the source's unacked messages when taken, plus everything published since."""
 
-    __slots__ = ("bytes", "msgs", "pb", "taken_ns")
+    __slots__ = ("bytes", "iam_policy", "msgs", "pb", "taken_ns")
 
     def __init__(self, snap_pb: Any, msgs: Iterable[Msg]) -> None:
         self.pb = snap_pb
+        self.iam_policy: Any = None  # google.iam.v1.Policy, once set (iam.py)
         self.msgs: dict[int, Msg] = {m.seq: m for m in msgs}
         self.bytes = sum(len(m.raw) for m in self.msgs.values())
         self.taken_ns = time.time_ns()
@@ -215,6 +218,7 @@ class State:
 
     def create_topic(self, topic: Any) -> Any:
         check_name(topic.name, "topics")
+        check_retention(topic)
         if topic.name in self.topics:
             raise ApiError(Code.ALREADY_EXISTS, f"Topic already exists: {topic.name}")
         stored = pb.Topic()
@@ -227,10 +231,14 @@ class State:
         paths = list(paths)
         if not paths:
             raise ApiError(Code.INVALID_ARGUMENT, "update_mask must name at least one field")
+        updated = pb.Topic()
+        updated.CopyFrom(current)
         for path in paths:
             if path == "name" or path not in pb.Topic.DESCRIPTOR.fields_by_name:
                 raise ApiError(Code.INVALID_ARGUMENT, f"Invalid update_mask path: {path}")
-            _copy_field(topic, current, path)
+            _copy_field(topic, updated, path)
+        check_retention(updated)  # before anything changes: a refused update leaves the topic as it was
+        current.CopyFrom(updated)
         return current
 
     def list_topics(self, project: str) -> list[Any]:
@@ -427,20 +435,20 @@ class State:
             raise ApiError(Code.FAILED_PRECONDITION, f"Subscription {name} is detached")
         return sub
 
-    def acknowledge(self, name: str, ack_ids: Iterable[str]) -> None:
+    def acknowledge(self, name: str, ack_ids: Sequence[str]) -> None:
+        """The unary Acknowledge (StreamingPull acks go to the delivery directly)."""
+        check_ack_ids(ack_ids, required=True)
         sub = self.sub(name)
-        ack_ids = list(ack_ids)
-        check_ack_ids(ack_ids)
-        sub.ack_results(sub.delivery.ack(ack_ids))
+        sub.ack_results(sub.delivery.ack(list(ack_ids)))
 
-    def modify_ack_deadline(self, name: str, ack_ids: Iterable[str], seconds: int) -> None:
+    def modify_ack_deadline(self, name: str, ack_ids: Sequence[str], seconds: int) -> None:
+        """The unary ModifyAckDeadline."""
+        check_ack_ids(ack_ids, required=True)
         if not 0 <= seconds <= MAX_ACK_DEADLINE:
             raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid ack deadline: {seconds}; it must be between 0 and {MAX_ACK_DEADLINE} seconds")
         sub = self.sub(name)
-        ack_ids = list(ack_ids)
-        check_ack_ids(ack_ids)
-        sub.ack_results(sub.delivery.modify(ack_ids, seconds))
+        sub.ack_results(sub.delivery.modify(list(ack_ids), seconds))
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -549,8 +557,15 @@ class State:
         }
 
 
-def check_ack_ids(ack_ids: Iterable[str]) -> None:
-    """Refuse ack ids this emulator cannot have handed out, as the service does."""
+def check_ack_ids(ack_ids: Sequence[str], *, required: bool = False) -> None:
+    """Refuse ack ids this emulator cannot have handed out, as the service does; with *required*
+    (the unary Acknowledge and ModifyAckDeadline), refuse an empty list too.
+
+    A well-formed ack id that is unknown or expired is not an error here: the service ignores it
+    (or, with exactly-once delivery, reports it per ack id).
+    """
+    if required and not ack_ids:
+        raise ApiError(Code.INVALID_ARGUMENT, "You have not specified an ack ID in the request.")
     for ack_id in ack_ids:
         if not is_ack_id(ack_id):
             raise ApiError(Code.INVALID_ARGUMENT,
@@ -588,6 +603,8 @@ def _normalise_subscription(sub: Any) -> None:
             raise ApiError(Code.INVALID_ARGUMENT,
                            f"Invalid max_delivery_attempts: {attempts}; it must be between 5 and 100")
         sub.dead_letter_policy.max_delivery_attempts = attempts
+    check_retention(sub)
+    check_retry_policy(sub)
     if not sub.HasField("message_retention_duration"):
         sub.message_retention_duration.FromSeconds(7 * 24 * 3600)  # the service's default
     sub.state = int(pubsub.Subscription.State.ACTIVE)
