@@ -129,7 +129,7 @@ def test_oidc_push_carries_a_verifiable_token(request: pytest.FixtureRequest, ta
 def test_unwrapped_push_with_metadata(request: pytest.FixtureRequest, target: Target, receiver: Receiver) -> None:
     """no_wrapper with write_metadata: the raw data as the body, metadata and attributes as headers."""
     xfail_official(request, target, "the official emulator sends the data decoded as UTF-8 (other bytes become "
-                                    "U+FFFD) and the ordering key as x-goog-ordering-key, not x-goog-pubsub-ordering-key")
+                   "U+FFFD) and the ordering key as x-goog-ordering-key, not x-goog-pubsub-ordering-key")
     topic = target.topic()
     sub = target.subscription(topic, push_config={"push_endpoint": receiver.url,
                                                   "no_wrapper": {"write_metadata": True}},
