@@ -1,4 +1,10 @@
-"""Push delivery: POST the service's JSON envelope to each push endpoint, with flow control.
+"""Push delivery: POST each message to its push endpoint as the service does, with flow control.
+
+The body is the service's JSON envelope, or with payload unwrapping
+(``push_config.no_wrapper``) the message data itself, its metadata and
+attributes in headers when ``write_metadata`` is set (:func:`request_for`).
+With ``push_config.oidc_token`` every POST carries ``Authorization: Bearer``
+and an ID token signed by the emulator's key (:mod:`.oidc`).
 
 Each push subscription is a :class:`~.delivery.Consumer` with at most
 :data:`PUSH_MAX_OUTSTANDING` POSTs in flight. A message is leased only when a
@@ -18,6 +24,7 @@ import base64
 import json
 import logging
 import math
+import re
 from typing import Any
 
 import h11
@@ -25,15 +32,24 @@ import h11
 from .delivery import Consumer, Lease
 from .http11 import HttpClient
 from .limits import MAX_RESPONSE_BYTES
+from .oidc import TokenSigner
 from .state import Sub, pb
 
-__all__ = ["PUSH_MAX_OUTSTANDING", "PushDelivery", "envelope"]
+__all__ = ["PUSH_MAX_OUTSTANDING", "PushDelivery", "envelope", "request_for"]
 
 log = logging.getLogger("cloudclients_emulator")
 
 PUSH_MAX_OUTSTANDING = 4
 _ACK_STATUSES = frozenset((102, 200, 201, 202, 204))
-_HEADERS = [("content-type", "application/json"), ("user-agent", "APIs-Google; cloudclients-emulator")]
+_USER_AGENT = ("user-agent", "APIs-Google; cloudclients-emulator")
+_HEADERS = [("content-type", "application/json"), _USER_AGENT]
+# Attribute names that cannot become headers of an unwrapped push: the request's own, and those
+# that change how HTTP frames it. Such attributes are left out, and so are names that are not HTTP
+# tokens and values that are not printable ASCII without surrounding blanks (HTTP would mangle them).
+_RESERVED = frozenset(("host", "content-length", "content-type", "transfer-encoding", "connection", "keep-alive",
+                       "te", "trailer", "upgrade", "expect", "user-agent", "authorization"))
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 def envelope(sub_name: str, message: Any, attempt: int | None) -> dict[str, Any]:
@@ -53,6 +69,46 @@ def envelope(sub_name: str, message: Any, attempt: int | None) -> dict[str, Any]
     if attempt is not None:
         out["deliveryAttempt"] = attempt
     return out
+
+
+def _header_ok(name: str, value: str) -> bool:
+    lower = name.lower()
+    return (bool(_TOKEN.fullmatch(name)) and lower not in _RESERVED and not lower.startswith("x-goog-pubsub-")
+            and bool(_FIELD_VALUE.fullmatch(value)) and value == value.strip())
+
+
+def request_for(sub_name: str, message: Any, attempt: int | None, push_config: Any,
+                signer: TokenSigner) -> tuple[bytes, list[tuple[str, str]]]:
+    """The body and headers of the POST for one message, as the service sends them.
+
+    Wrapped (the default): the JSON :func:`envelope`. Unwrapped
+    (``no_wrapper``): the data as the body; with ``write_metadata``, the
+    ``x-goog-pubsub-message-id``, ``-publish-time``, ``-subscription-name`` and
+    (when set) ``-ordering-key`` headers, and each attribute as a header of its
+    own name. With ``oidc_token``, ``Authorization: Bearer <ID token>``.
+    """
+    if push_config.HasField("no_wrapper"):
+        body = bytes(message.data)
+        headers = [("content-type", "application/octet-stream"), _USER_AGENT]
+        if push_config.no_wrapper.write_metadata:
+            headers += [("x-goog-pubsub-message-id", message.message_id),
+                        ("x-goog-pubsub-publish-time", message.publish_time.ToJsonString()),
+                        ("x-goog-pubsub-subscription-name", sub_name)]
+            if message.ordering_key:
+                headers.append(("x-goog-pubsub-ordering-key", message.ordering_key))
+            skipped = [name for name, value in message.attributes.items() if not _header_ok(name, value)]
+            headers += [(name, value) for name, value in message.attributes.items() if _header_ok(name, value)]
+            if skipped:
+                log.debug("unwrapped push for %s: %d attribute(s) cannot be headers and are left out",
+                          sub_name, len(skipped))
+    else:
+        body = json.dumps(envelope(sub_name, message, attempt)).encode()
+        headers = list(_HEADERS)
+    if push_config.HasField("oidc_token"):
+        token = push_config.oidc_token
+        audience = token.audience or push_config.push_endpoint
+        headers.append(("authorization", f"Bearer {signer.token(audience, token.service_account_email)}"))
+    return body, headers
 
 
 class _PushSub(Consumer):
@@ -91,8 +147,8 @@ class _PushSub(Consumer):
         try:
             message = pb.PubsubMessage.FromString(lease.entry.msg.raw)
             attempt = lease.entry.attempts if sub.max_attempts() else None
-            body = json.dumps(envelope(sub.name, message, attempt)).encode()
-            status = await self.owner.client.post(endpoint, body, _HEADERS, timeout=sub.ack_deadline)
+            body, headers = request_for(sub.name, message, attempt, sub.pb.push_config, self.owner.signer)
+            status = await self.owner.client.post(endpoint, body, headers, timeout=sub.ack_deadline)
             ok = status in _ACK_STATUSES
             if not ok:
                 log.debug("push to %s: HTTP %d", endpoint, status)
@@ -125,8 +181,9 @@ class _PushSub(Consumer):
 class PushDelivery:
     """Push for every push subscription (the state's :class:`~.state.PushHook`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signer: TokenSigner) -> None:
         self.client = HttpClient()
+        self.signer = signer
         self._subs: dict[Sub, _PushSub] = {}
 
     def update(self, sub: Sub) -> None:

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 side of the port: readiness, the Pub/Sub v1 REST API, and the admin API.
+"""The HTTP/1.1 side of the port: readiness, the Pub/Sub v1 REST API, the admin API, push certificates.
 
 The REST routes follow the ``google.api.http`` rules of google.pubsub.v1, so
 google-cloud-pubsub's REST transport (which cloudclients uses in fork children
@@ -6,6 +6,10 @@ that cannot use gRPC) and plain ``curl`` work against the emulator. Path
 segments are percent-decoded before use (a REST client sends ``my%2Btopic``
 for ``my+topic``). JSON is converted with ``google.protobuf.json_format``;
 errors use Google's JSON error shape.
+
+``GET /oauth2/v1/certs`` and ``/oauth2/v3/certs`` serve the certificates of
+the key that signs push tokens, in the formats of Google's URLs of the same
+paths (see :mod:`.oidc`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from google.protobuf import json_format
 from .admin import Admin
 from .errors import ApiError, Code, http_status
 from .http11 import Request, Response
+from .oidc import CERTS_MAX_AGE, TokenSigner
 from .service import UNARY, Service
 
 __all__ = ["HttpApp"]
@@ -115,9 +120,10 @@ def _error(code: Code, message: str) -> Response:
 class HttpApp:
     """Answers every HTTP/1.1 request of the port."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, signer: TokenSigner) -> None:
         self.service = service
         self.admin = Admin(service)
+        self.certs = {"/oauth2/v1/certs": signer.certs_v1, "/oauth2/v3/certs": signer.certs_v3}
 
     async def __call__(self, request: Request) -> Response:
         url = urlsplit(request.target)
@@ -128,6 +134,13 @@ class HttpApp:
             return Response(405, b"GET / answers Ok once the emulator serves\n", "text/plain", [("allow", "GET, HEAD")])
         if path.startswith("/admin/"):
             return self.admin.handle(request.method, path, request.body)
+        certs = self.certs.get(path)
+        if certs is not None:
+            if request.method not in ("GET", "HEAD"):
+                return Response(405, b"the certificates answer GET\n", "text/plain", [("allow", "GET, HEAD")])
+            # Google sends public, max-age and must-revalidate; verifiers cache for max-age.
+            return Response(200, certs(), headers=[
+                ("cache-control", f"public, max-age={CERTS_MAX_AGE}, must-revalidate")])
         found = route(request.method, path)
         if found is None:
             return _error(Code.NOT_FOUND, f"No route for {request.method} {path}")

@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from .errors import Code
 from .faults import Faults
 from .front import Listener
+from .oidc import TokenSigner
 from .push import PushDelivery
 from .rest import HttpApp
 from .service import ALL_METHODS, Service
@@ -103,12 +104,13 @@ class Emulator:
         loop = asyncio.get_running_loop()
         self.state = state = State(loop, self.caps)
         service = Service(state, Faults(ALL_METHODS))
-        self._push = state.push = PushDelivery()
+        signer = TokenSigner()  # signs push tokens; its certificates are served on this port
+        self._push = state.push = PushDelivery(signer)
         if storage_url is not None:
             await asyncio.to_thread(self._wait_storage, storage_url)
         if topology:
             await self._load_topology(state, topology)
-        self._listener = Listener(self._sock, service.grpc_methods(), HttpApp(service),
+        self._listener = Listener(self._sock, service.grpc_methods(), HttpApp(service, signer),
                                   request_timeout=self.request_timeout, idle_timeout=self.idle_timeout)
         await self._listener.start()
 
