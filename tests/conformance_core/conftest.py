@@ -56,6 +56,17 @@ class Target:
         self.subscriber.create_subscription(request={"name": name, "topic": topic, **fields})
         return name
 
+    def rest(self, method: str, path: str, body: bytes | dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Call the Pub/Sub REST API (``/v1/<path>``); answer (HTTP status, decoded JSON body)."""
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        req = urllib.request.Request(f"http://{self.emulator.host}/v1/{path}", data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call our emulator's admin API."""
         req = urllib.request.Request(f"http://{self.emulator.host}{path}", method=method,

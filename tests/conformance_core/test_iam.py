@@ -11,10 +11,7 @@ client sends them. Google's emulator has no IAMPolicy service (UNIMPLEMENTED).
 from __future__ import annotations
 
 import base64
-import json
 import operator
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -168,27 +165,17 @@ def test_an_invalid_policy_is_refused(iam_target: Target, policy: dict[str, Any]
         iam_target.publisher.set_iam_policy(request={"resource": iam_target.topic(), "policy": policy})
 
 
-def _rest(target: Target, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://{target.emulator.host}/v1/{path}", data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
 
 def test_iam_over_rest(iam_target: Target) -> None:
     """The REST bindings Pub/Sub's REST clients use: GET :getIamPolicy, POST :setIamPolicy and :testIamPermissions."""
     topic = iam_target.topic()
-    status, empty = _rest(iam_target, "GET", f"{topic}:getIamPolicy")
+    status, empty = iam_target.rest("GET", f"{topic}:getIamPolicy")
     assert status == 200 and base64.b64decode(empty["etag"])
-    status, written = _rest(iam_target, "POST", f"{topic}:setIamPolicy", {"policy": {
+    status, written = iam_target.rest("POST", f"{topic}:setIamPolicy", {"policy": {
         "etag": empty["etag"], "bindings": [{"role": "roles/pubsub.viewer", "members": ["user:a@example.com"]}]}})
     assert status == 200 and written["bindings"][0]["role"] == "roles/pubsub.viewer"
-    status, stale = _rest(iam_target, "POST", f"{topic}:setIamPolicy", {"policy": {"etag": empty["etag"]}})
+    status, stale = iam_target.rest("POST", f"{topic}:setIamPolicy", {"policy": {"etag": empty["etag"]}})
     assert status == 409 and stale["error"]["status"] == "ABORTED"
-    status, tested = _rest(iam_target, "POST", f"{topic}:testIamPermissions",
+    status, tested = iam_target.rest("POST", f"{topic}:testIamPermissions",
                            {"permissions": ["pubsub.topics.publish"]})
     assert (status, tested) == (200, {"permissions": ["pubsub.topics.publish"]})

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -159,15 +156,6 @@ def test_the_filter_limit_is_in_bytes(request: pytest.FixtureRequest, target: Ta
     target.subscription(topic, filter=prefix + "x" * (256 - len(prefix) - 1) + '"')
 
 
-def _rest(target: Target, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(f"http://{target.emulator.host}/v1/{path}", data=body, method=method,
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
 
 @pytest.mark.parametrize(
     ("method", "what", "body"),
@@ -185,7 +173,7 @@ def test_rest_refuses_unknown_json_fields(request: pytest.FixtureRequest, target
                    "\"Payload isn't valid for request.\" where the service names the unknown field")
     topic = target.topic()
     path = target.name("topics") if what == "topics" else f"{topic}:publish"
-    status, error = _rest(target, method, path, body)
+    status, error = target.rest(method, path, body)
     assert status == 400, (status, error)
     assert error["error"]["status"] == "INVALID_ARGUMENT"
     assert "Unknown name" in error["error"]["message"]
