@@ -31,7 +31,7 @@ from flask.cli import AppGroup
 from ._clients import ClientRegistry
 from ._config import ConfigError, Settings
 from ._names import resolve_subscription, resolve_topic
-from ._push import audit_push_endpoints
+from ._push_audit import audit_push_endpoints
 from ._state import app_state
 
 __all__ = ["cli"]
@@ -53,7 +53,10 @@ def _fail(what: str, exc: Exception) -> click.ClickException:
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(as_json: bool) -> None:
-    """Settings (secrets redacted), emulator or cloud, and the clients alive in this process."""
+    """Settings (secrets redacted), emulator or cloud, and the clients alive in this process.
+
+    Exits with status 1 when a push endpoint can never accept a push (each is listed as PROBLEM).
+    """
     state = app_state()
     settings = state.settings
     report: dict[str, Any] = {
@@ -69,7 +72,13 @@ def status(as_json: bool) -> None:
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
-        return
+    else:
+        _print_status(report)
+    if report["push_problems"]:
+        raise SystemExit(1)  # CI and deploy scripts can fail on it
+
+
+def _print_status(report: dict[str, Any]) -> None:
     click.echo(f"cloudclients on project {report['project']} (pid {report['pid']})")
     click.echo(f"  Pub/Sub:   {report['pubsub']}")
     click.echo(f"  Storage:   {report['storage']}")
@@ -95,7 +104,8 @@ def _push_auth(settings: Settings) -> str:
     if mode in ("oidc", "oidc_or_emulator"):
         who = f", service account {settings.push_service_account}" if settings.push_service_account else ""
         extra = "; tokenless pushes from the emulator accepted" if mode == "oidc_or_emulator" else ""
-        return f"verify OIDC tokens (audience {settings.push_audience}{who}){extra}"
+        audience = settings.push_audience or "none: each endpoint passes audience="
+        return f"verify OIDC tokens (audience {audience}{who}){extra}"
     if mode == "platform":
         return "platform-authenticated: no token checked here (Cloud Run IAM / IAP in front)"
     return "unauthenticated pushes allowed (emulator only)"

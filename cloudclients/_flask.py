@@ -16,8 +16,8 @@ from flask import Flask
 from . import _publish
 from ._cli import cli
 from ._clients import ClientRegistry
-from ._config import Settings
-from ._push import audit_push_endpoints
+from ._config import ConfigError, Settings
+from ._push_audit import audit, report_push_endpoints
 from ._shutdown import install_exit_handlers
 from ._state import EXTENSION_KEY, CloudClientsState, app_state
 
@@ -49,7 +49,11 @@ class CloudClients:
     def init_app(self, app: Flask) -> None:
         """Validate settings and register cloudclients on *app*.
 
-        :raises ConfigError: if a setting is invalid or the project is missing.
+        Push endpoints already registered on *app* are audited here; those
+        registered later are audited in each worker (see ``_push_audit``).
+
+        :raises ConfigError: if a setting is invalid, or a push endpoint already
+            registered can never accept a push (the message lists each one).
         :raises RuntimeError: if cloudclients is already registered on *app*.
         """
         if EXTENSION_KEY in app.extensions:
@@ -59,21 +63,24 @@ class CloudClients:
                 "cloudclients.current_registry() or CloudClients.get_registry(app)."
             )
         settings = Settings.from_mapping(app.config)
+        findings = audit(app, settings)  # the endpoints registered so far; later ones: report_push_endpoints
+        fatal = [f.message for f in findings if f.fatal]
+        if fatal:
+            raise ConfigError("\n".join(fatal))
+        _warn_about_push_settings(app, settings)
         registry = ClientRegistry.from_settings(settings, name=app.name)
         state = CloudClientsState(settings, registry, self)
+        for finding in findings:
+            log.warning("cloudclients: %s", finding.message)
+            state.reported.add(finding.message)
+        state.check_endpoints = lambda: report_push_endpoints(app, state)
         app.extensions[EXTENSION_KEY] = state
-        app.before_request(lambda: _audit_once(app, state))
+        app.before_request(lambda: _audit_once(state))
         app.after_request(_publish.after_request)
         app.teardown_appcontext(_publish.teardown)
         app.cli.add_command(cli)
         if settings.exit_handlers:
             install_exit_handlers(registry)
-        if settings.push_auth == "platform":
-            log.warning(
-                "cloudclients: push endpoints of app %r accept requests without checking a token "
-                "(CLOUDCLIENTS_PUSH_AUTH=platform): Cloud Run IAM (--no-allow-unauthenticated), IAP or a gateway "
-                "must authenticate every request", app.name,
-            )
 
     @staticmethod
     def get_state(app: Flask | None = None) -> CloudClientsState:
@@ -95,15 +102,30 @@ class CloudClients:
         return cls.get_state(app).settings
 
 
-def _audit_once(app: Flask, state: CloudClientsState) -> None:
+def _warn_about_push_settings(app: Flask, settings: Settings) -> None:
+    if settings.push_auth == "platform":
+        log.warning(
+            "cloudclients: push endpoints of app %r accept requests without checking a token "
+            "(CLOUDCLIENTS_PUSH_AUTH=platform): Cloud Run IAM (--no-allow-unauthenticated), IAP or a gateway "
+            "must authenticate every request", app.name,
+        )
+    elif settings.push_auth in ("oidc", "oidc_or_emulator") and settings.push_audience is None:
+        emulated = settings.push_auth == "oidc_or_emulator" and settings.pubsub_emulator
+        log.warning(
+            "cloudclients: CLOUDCLIENTS_PUSH_AUTH=%r without CLOUDCLIENTS_PUSH_AUDIENCE: every push endpoint of app "
+            "%r must pass its own audience= to @push_endpoint%s; endpoints without one %s. Fix: set "
+            "CLOUDCLIENTS_PUSH_AUDIENCE (usually the endpoint URL) if one audience serves them all",
+            settings.push_auth, app.name,
+            " (against the emulator, pushes to an endpoint without one pass and their tokens are not checked)"
+            if emulated else "",
+            "will refuse every push in production" if emulated else "can never accept a push and are reported",
+        )
+
+
+def _audit_once(state: CloudClientsState) -> None:
     # Routes are complete once the app serves: report, once per process, the
-    # push endpoints that can never accept anything (before Pub/Sub retries
-    # their 500s forever).
-    if state.audited:
-        return
-    state.audited = True
-    try:
-        for problem in audit_push_endpoints(app, repair=True):
-            log.error("cloudclients: %s", problem)
-    except Exception:  # a request must not fail because of the audit
-        log.error("cloudclients: checking the push endpoints failed", exc_info=True)
+    # push endpoints registered after init_app that can never accept anything
+    # (before Pub/Sub retries their 500s forever).
+    if not state.audited:
+        state.audited = True
+        state.check_endpoints()

@@ -40,9 +40,10 @@ when an audience is configured) — a ``verify=`` alone replaces the token check
 
 An endpoint whose configuration can never accept a push (no mode and no
 audience) answers 500 — refusing is the only safe default for a public URL,
-and a 5xx keeps the messages in the subscription until the app is fixed — and
-is reported at ERROR when the app serves its first request, as is the
-decorator-order mistake (``@push_endpoint`` above ``@app.route``).
+and a 5xx keeps the messages in the subscription until the app is fixed. Such
+endpoints, and the decorator-order mistake (``@push_endpoint`` above
+``@app.route``), are found before pushes arrive: ``init_app`` refuses those
+already registered, later ones are reported in each worker (``_push_audit``).
 
 The body: a wrapped push envelope (every shape the service sends, and the
 minimal ``{"message": {"data": …}}`` hand-made requests use; one 400 lists
@@ -65,7 +66,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar, cast, overload
 
-from flask import Flask, Request, Response, jsonify, make_response, request
+from flask import Request, Response, jsonify, make_response, request
 
 from ._config import PUSH_AUTH_MODES, Settings
 from ._message import UNWRAPPED_METADATA_PREFIX, EnvelopeError, ReceivedMessage, from_unwrapped, parse_push_envelope
@@ -74,7 +75,7 @@ from ._parsers import InvalidValueError, email, word
 from ._ratelimit import RateLimitedLog
 from ._state import CloudClientsState, app_state
 
-__all__ = ["PUSH_AUTH_MODES", "audit_push_endpoints", "push_endpoint"]
+__all__ = ["ORIGINAL_MARK", "PUSH_AUTH_MODES", "WRAPPER_MARK", "Options", "Plan", "plan_for", "push_endpoint"]
 
 log = logging.getLogger("cloudclients")
 # Pushes that fail for the same reason come in floods (every retry of a backlog):
@@ -93,12 +94,12 @@ MAX_WRAPPED_BYTES = 14 * 1024 * 1024
 #: Largest unwrapped push body: the data itself.
 MAX_UNWRAPPED_BYTES = 10 * 1024 * 1024
 
-_WRAPPER_MARK = "_cloudclients_push"
-_ORIGINAL_MARK = "_cloudclients_push_wrapped_into"
+WRAPPER_MARK = "_cloudclients_push"
+ORIGINAL_MARK = "_cloudclients_push_wrapped_into"
 
 
 @dataclass(frozen=True)
-class _Options:
+class Options:
     """What the decorator was given."""
 
     auth: str | None = None
@@ -109,7 +110,7 @@ class _Options:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """How one endpoint authenticates, resolved against the app's settings."""
 
     mode: str | None  # None: nothing can be accepted (see problem)
@@ -186,11 +187,11 @@ def push_endpoint(
                 return Response(status=204)
             return make_response(result)
 
-        setattr(wrapper, _WRAPPER_MARK, options)
+        setattr(wrapper, WRAPPER_MARK, options)
         # Marks the original too, after functools.wraps copied its attributes:
         # the audit recognises it if a route serves it instead of the wrapper.
         with contextlib.suppress(AttributeError, TypeError):  # a builtin (list.append) takes no attributes
-            setattr(func, _ORIGINAL_MARK, wrapper)
+            setattr(func, ORIGINAL_MARK, wrapper)
         return cast(F, wrapper)
 
     if view is not None:
@@ -200,7 +201,7 @@ def push_endpoint(
 
 def _check_options(
     auth: str | None, audience: str | None, service_account: str | None, verify: Verifier | None, unwrapped: bool
-) -> _Options:
+) -> Options:
     if auth is not None and auth not in PUSH_AUTH_MODES:
         raise ValueError(f"push_endpoint(auth={auth!r}) is not one of {', '.join(map(repr, PUSH_AUTH_MODES))}.")
     if verify is not None and not callable(verify):
@@ -213,39 +214,39 @@ def _check_options(
         raise ValueError(f"push_endpoint({which}=…) {exc.problem}.") from None
     if not isinstance(unwrapped, bool):
         raise TypeError(f"push_endpoint(unwrapped={unwrapped!r}) must be True or False.")
-    return _Options(auth, audience, service_account, verify, unwrapped)
+    return Options(auth, audience, service_account, verify, unwrapped)
 
 
 # -- authentication ------------------------------------------------------------------
 
 
-def plan_for(settings: Settings, options: _Options) -> _Plan:
+def plan_for(settings: Settings, options: Options) -> Plan:
     """How an endpoint with *options* authenticates in an app with *settings*."""
     if options.verify is not None and options.auth is None and options.audience is None:
-        return _Plan("custom", verify=options.verify)
+        return Plan("custom", verify=options.verify)
     audience = options.audience or settings.push_audience
     account = options.service_account or settings.push_service_account
     mode = options.auth or ("oidc" if options.audience else settings.push_auth)
     if mode is None:
-        return _Plan(None, problem=(
+        return Plan(None, problem=(
             "push authentication is not configured. Fix: set CLOUDCLIENTS_PUSH_AUDIENCE to the push "
             "subscription's OIDC audience (CLOUDCLIENTS_PUSH_AUTH=oidc), or CLOUDCLIENTS_PUSH_AUTH to "
             "'oidc_or_emulator', 'platform' (behind Cloud Run IAM or IAP) or 'unauthenticated' (emulator only), "
             "or pass verify= to @push_endpoint"))
     if mode in ("oidc", "oidc_or_emulator") and audience is None:
         if mode == "oidc_or_emulator" and settings.pubsub_emulator:
-            return _Plan(mode)  # tokenless emulator pushes pass; a token could not be checked
-        return _Plan(None, problem=(
+            return Plan(mode)  # tokenless emulator pushes pass; a token could not be checked
+        return Plan(None, problem=(
             f"push authentication {mode!r} needs an audience. Fix: set CLOUDCLIENTS_PUSH_AUDIENCE (usually the "
             "endpoint URL) or pass audience= to @push_endpoint"))
     if mode == "unauthenticated" and not settings.pubsub_emulator:
-        return _Plan(None, problem=(
+        return Plan(None, problem=(
             "auth='unauthenticated' is only allowed against the Pub/Sub emulator and none is configured. Fix: use "
             "'oidc_or_emulator', or 'platform' behind Cloud Run IAM or IAP"))
-    return _Plan(mode, audience=audience, service_account=account, verify=options.verify)
+    return Plan(mode, audience=audience, service_account=account, verify=options.verify)
 
 
-def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response | None, Mapping[str, Any]]:
+def _authenticate(state: CloudClientsState, options: Options) -> tuple[Response | None, Mapping[str, Any]]:
     """Return ``(error response or None, claims)``."""
     plan = plan_for(state.settings, options)
     if plan.mode is None:
@@ -287,7 +288,7 @@ def _authenticate(state: CloudClientsState, options: _Options) -> tuple[Response
 # -- the body -----------------------------------------------------------------------------
 
 
-def _read_message(options: _Options) -> ReceivedMessage | Response:
+def _read_message(options: Options) -> ReceivedMessage | Response:
     unwrapped = options.unwrapped or f"{UNWRAPPED_METADATA_PREFIX}message-id" in request.headers
     limit = MAX_UNWRAPPED_BYTES if unwrapped else MAX_WRAPPED_BYTES
     if request.content_length is not None and request.content_length > limit:
@@ -341,44 +342,3 @@ def _error(status: int, error: str, detail: str) -> Response:
     response = jsonify(error=error, detail=detail)
     response.status_code = status
     return response
-
-
-# -- the start-up audit ------------------------------------------------------------------
-
-
-def audit_push_endpoints(app: Flask, *, repair: bool = False) -> list[str]:
-    """Return one line per push endpoint of *app* that can never accept a push,
-    and per route that serves a view ``@push_endpoint`` wrapped *after* the
-    route was registered (the decorators in the wrong order).
-
-    With *repair*, such a route is pointed at a view that answers 500 with
-    the fix (Flask would otherwise call the undecorated view, which fails
-    with a ``TypeError``). Run by ``init_app``'s first-request hook and by
-    ``flask cloudclients status``.
-    """
-    state = app_state(app)
-    problems: list[str] = []
-    for endpoint, view in list(app.view_functions.items()):
-        options = getattr(view, _WRAPPER_MARK, None)
-        if isinstance(options, _Options):
-            plan = plan_for(state.settings, options)
-            if plan.mode is None:
-                problems.append(f"push endpoint {endpoint!r} can never accept a push: {plan.problem}.")
-            elif plan.mode == "platform" and options.auth == "platform":
-                log.warning("cloudclients: push endpoint %r accepts requests without checking a token "
-                            "(auth='platform'): Cloud Run IAM or IAP must authenticate every request", endpoint)
-        elif getattr(view, _ORIGINAL_MARK, None) is not None:
-            fix = (f"route {endpoint!r} serves the undecorated view: @push_endpoint is above @app.route. "
-                   "Fix: put @push_endpoint under the route decorator.")
-            problems.append(fix)
-            if repair:
-                app.view_functions[endpoint] = _misordered(fix)
-    return problems
-
-
-def _misordered(fix: str) -> Callable[..., Response]:
-    def misordered(*args: Any, **kwargs: Any) -> Response:
-        log.error("cloudclients: push to %s refused (500): %s", request.path, fix)
-        return _error(500, "push endpoint misconfigured", fix)
-
-    return misordered

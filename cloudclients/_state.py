@@ -14,6 +14,7 @@ view pays for ``get_publisher()``.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -64,8 +65,12 @@ class CloudClientsState:
     extension: Any
     subscriptions: SubscriptionGroup = field(default_factory=SubscriptionGroup)
     verifier: PushTokenVerifier = field(init=False)
-    #: Whether this process checked the app's push endpoints (on its first request).
+    #: Whether this process checked the app's push endpoints on its first request.
     audited: bool = field(default=False, init=False)
+    #: The push-endpoint findings this process has logged (each is logged once).
+    reported: set[str] = field(default_factory=set, init=False)
+    #: Logs what the push-endpoint audit finds now (set by ``init_app``; see ``_push_audit``).
+    check_endpoints: Callable[[], None] = field(default=lambda: None, init=False)
 
     def __post_init__(self) -> None:
         self.verifier = PushTokenVerifier(self.settings.push_certs_url)

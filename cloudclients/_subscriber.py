@@ -109,15 +109,22 @@ def start_subscriptions(app: Flask | None = None) -> int:
     Call it after the fork (a worker's post-fork hook, or the main of a script).
     Subscriptions already started here (running, stopped or failed) are left alone.
 
+    It also checks the push endpoints registered since ``init_app`` and logs,
+    once per process, those that can never accept a push (ERROR).
+
     :returns: how many streams this call started.
     """
-    if app is None and not has_app_context():
-        return sum(state.subscriptions.start_idle() for state in all_states())
-    return app_state(app).subscriptions.start_idle()
+    states = all_states() if app is None and not has_app_context() else [app_state(app)]
+    started = 0
+    for state in states:
+        state.check_endpoints()
+        started += state.subscriptions.start_idle()
+    return started
 
 
 def gunicorn_post_worker_init(worker: Any) -> None:
-    """gunicorn ``post_worker_init`` hook: start every background subscription in the worker.
+    """gunicorn ``post_worker_init`` hook: start every background subscription in the worker
+    and report push endpoints that can never accept a push (see :func:`start_subscriptions`).
 
     In ``gunicorn.conf.py``: ``from cloudclients import gunicorn_post_worker_init as post_worker_init``.
     """

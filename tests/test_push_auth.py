@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask, Request, abort
 
+import cloudclients
 from cloudclients import CloudClients, ConfigError, ReceivedMessage, push_endpoint
 from cloudclients.testing import TEST_PROJECT
 from tests.oidc import SERVICE_ACCOUNT, LocalIssuer
@@ -197,10 +198,116 @@ def test_the_decorator_order_mistake_is_caught_with_the_fix(caplog: pytest.LogCa
     assert any("@push_endpoint is above @app.route" in r.getMessage() for r in caplog.records)
 
 
-def test_cli_status_lists_push_problems(issuer: LocalIssuer) -> None:
-    """`flask cloudclients status` shows the push authentication and every endpoint problem."""
+def test_cli_status_lists_push_problems_and_exits_1(issuer: LocalIssuer) -> None:
+    """`flask cloudclients status` shows the push authentication and every endpoint problem, and
+    exits with status 1 so that CI or a deploy script can fail on it (0 once it is fixed)."""
     app, _ = make_app()
     result = app.test_cli_runner().invoke(args=["cloudclients", "status"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "push auth: not configured" in result.output
     assert "PROBLEM: push endpoint 'push' can never accept a push" in result.output
+    as_json = app.test_cli_runner().invoke(args=["cloudclients", "status", "--json"])
+    assert as_json.exit_code == 1 and "can never accept a push" in as_json.output
+    fixed, _ = make_app(PUSH_AUDIENCE=AUDIENCE)
+    assert fixed.test_cli_runner().invoke(args=["cloudclients", "status"]).exit_code == 0
+
+
+def _register_push(app: Flask, path: str = "/push", **options: Any) -> None:
+    def view(message: ReceivedMessage) -> None:  # pragma: no cover - never pushed to here
+        raise AssertionError("not called")
+
+    view.__name__ = path.strip("/").replace("/", "_")
+    app.post(path)(push_endpoint(**options)(view) if options else push_endpoint(view))
+
+
+def _unregistered_app(**config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
+                       **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
+    return app
+
+
+@pytest.mark.parametrize(
+    ("config", "options", "why"),
+    [
+        ({}, {}, "push authentication is not configured"),
+        ({"PUSH_AUTH": "oidc"}, {}, "push authentication 'oidc' needs an audience"),
+        ({"PUSH_AUTH": "platform"}, {"auth": "unauthenticated"}, "only allowed against the Pub/Sub emulator"),
+    ],
+    ids=["no-mode", "oidc-without-audience", "unauthenticated-without-emulator"],
+)
+def test_init_app_refuses_an_endpoint_registered_before_it_that_can_never_accept(
+    config: dict[str, Any], options: dict[str, Any], why: str
+) -> None:
+    """Routes registered before init_app are checked by init_app itself: an endpoint that can never
+    accept a push is a ConfigError naming the endpoint, why and the fix — not an ERROR line on the
+    first push while Pub/Sub retries its 500s."""
+    app = _unregistered_app(**config)
+    _register_push(app, "/orders", **options)
+    with pytest.raises(ConfigError, match=r"push endpoint 'orders' can never accept a push") as info:
+        CloudClients(app)
+    assert why in str(info.value) and "Fix:" in str(info.value)
+    assert "cloudclients" not in app.extensions  # nothing half-registered
+
+
+def test_init_app_refuses_the_decorator_order_mistake_made_before_it() -> None:
+    """@push_endpoint above @app.route on a route registered before init_app: a ConfigError with the fix."""
+    app = _unregistered_app(PUSH_AUTH="platform")
+
+    @push_endpoint
+    @app.post("/push")
+    def push(message: ReceivedMessage) -> None:  # pragma: no cover - never called
+        raise AssertionError("the undecorated view must not run")
+
+    with pytest.raises(ConfigError, match="put @push_endpoint under the route decorator"):
+        CloudClients(app)
+
+
+def test_oidc_without_an_audience_warns_at_init_app_and_each_endpoint_must_bring_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CLOUDCLIENTS_PUSH_AUTH=oidc and no CLOUDCLIENTS_PUSH_AUDIENCE: init_app says at WARNING that
+    every endpoint must pass audience=; an endpoint with its own audience is fine, one without it is
+    an error of the endpoint audit."""
+    app = _unregistered_app(PUSH_AUTH="oidc")
+    _register_push(app, "/orders", audience=AUDIENCE)
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        CloudClients(app)
+    [warning] = [r for r in caplog.records if "without CLOUDCLIENTS_PUSH_AUDIENCE" in r.getMessage()]
+    assert warning.levelno == logging.WARNING and "must pass its own audience=" in warning.getMessage()
+    _register_push(app, "/invoices")
+    status = app.test_cli_runner().invoke(args=["cloudclients", "status"])
+    problems = [line.strip() for line in status.output.splitlines() if "PROBLEM" in line]
+    assert len(problems) == 1 and "push endpoint 'invoices' can never accept a push" in problems[0], status.output
+
+
+def test_endpoints_registered_after_init_app_are_reported_by_the_worker_hooks_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A blueprint registered after init_app (an app factory) is checked when gunicorn's
+    post_worker_init / start_subscriptions() run: its problem is logged at ERROR once per process,
+    not again on the first request."""
+    app = _unregistered_app()
+    CloudClients(app)
+    _register_push(app, "/late")
+    def reports() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "push endpoint 'late' can never accept a push" in r.getMessage()]
+
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        cloudclients.gunicorn_post_worker_init(worker=None)
+        assert len(reports()) == 1 and reports()[0].levelno == logging.ERROR  # before any request
+        cloudclients.start_subscriptions(app)
+        app.test_client().get("/nothing")
+    assert len(reports()) == 1
+
+
+def test_a_verifier_alone_replacing_the_apps_oidc_check_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """verify= alone replaces the app's OIDC check for that endpoint (documented): the audit says
+    so at WARNING, naming the endpoint and how to check both."""
+    app = _unregistered_app(PUSH_AUDIENCE=AUDIENCE)
+    _register_push(app, "/hooks", verify=lambda request: True)
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        CloudClients(app)
+    [warning] = [r for r in caplog.records if "checks only its verify= callable" in r.getMessage()]
+    assert "'hooks'" in warning.getMessage() and "CLOUDCLIENTS_PUSH_AUDIENCE" in warning.getMessage()
+    assert "auth='oidc'" in warning.getMessage()
