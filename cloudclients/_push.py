@@ -34,9 +34,12 @@ when an audience is configured) — a ``verify=`` alone replaces the token check
     Nothing is checked; accepted only with a Pub/Sub emulator configured.
 ``verify=callable``
     ``verify(flask.request)`` runs before the body is read (say, a shared
-    token in the query string): a truthy result accepts (a mapping becomes
-    ``message.claims``, unless a verified token's claims replace it), a falsy
-    one answers 401, an ``HTTPException`` it raises (``abort(403)``) is the answer.
+    token in the query string): ``True`` or a mapping accepts (a mapping
+    becomes ``message.claims``, unless a verified token's claims replace it);
+    ``False`` or ``None`` answers 403; a response (``("Invalid request", 400)``,
+    a ``Response``, a ``str``) is the answer, as from a ``before_request``
+    hook; an ``HTTPException`` it raises (``abort(403)``) is the answer.
+    Anything else answers 403 and is logged at ERROR.
 
 An endpoint whose configuration can never accept a push (no mode and no
 audience) answers 500 — refusing is the only safe default for a public URL,
@@ -66,7 +69,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar, cast, overload
 
-from flask import Request, Response, jsonify, make_response, request
+from flask import Request, Response, current_app, jsonify, make_response, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from ._config import PUSH_AUTH_MODES, Settings
 from ._message import UNWRAPPED_METADATA_PREFIX, EnvelopeError, ReceivedMessage, from_unwrapped, parse_push_envelope
@@ -82,7 +86,8 @@ log = logging.getLogger("cloudclients")
 # one ERROR line per endpoint and reason per interval, with the count of the rest.
 _errors = RateLimitedLog(log)
 
-#: ``verify(request)``: truthy accepts (a mapping becomes ``message.claims``); falsy → 401.
+#: ``verify(request)``: ``True`` or a mapping (``message.claims``) accepts; ``False``/``None`` → 403;
+#: a response (``("Invalid request", 400)``) is the refusal.
 Verifier = Callable[[Request], Any]
 
 PushView = Callable[..., Any]
@@ -250,14 +255,15 @@ def _authenticate(state: CloudClientsState, options: Options) -> tuple[Response 
     """Return ``(error response or None, claims)``."""
     plan = plan_for(state.settings, options)
     if plan.mode is None:
-        _errors.error(f"{id(state)} {request.path} 500", "cloudclients: push to %s refused (500): %s.",
+        _errors.error(_key(state, "500"), "cloudclients: push to %s refused (500): %s.",
                       request.path, plan.problem)
         return _error(500, "push authentication not configured", plan.problem or ""), {}
     verified: Mapping[str, Any] = {}
     if plan.verify is not None:
         verdict = plan.verify(request)  # an HTTPException it raises is the answer
-        if not verdict:
-            return _reject(TokenRejectedError(401, "the request was refused by the endpoint's verifier")), {}
+        refusal = _verdict_refusal(state, plan.verify, verdict)
+        if refusal is not None:
+            return refusal, {}
         verified = verdict if isinstance(verdict, Mapping) else {}
         if plan.mode == "custom":
             return None, verified
@@ -278,11 +284,47 @@ def _authenticate(state: CloudClientsState, options: Options) -> tuple[Response 
     except TokenRejectedError as exc:
         return _reject(exc), {}
     except CertsUnavailableError as exc:
-        _errors.error(f"{id(state)} {request.path} 503",
+        _errors.error(_key(state, "503"),
                       "cloudclients: push to %s not verified: %s; answering 503 so that Pub/Sub retries",
                       request.path, exc)
         return _error(503, "token verification unavailable", "the signing certificates could not be fetched"), {}
     return None, claims
+
+
+def _verdict_refusal(state: CloudClientsState, verify: Verifier, verdict: Any) -> Response | None:
+    """``None`` when *verdict* (what ``verify(request)`` returned) accepts the push, else the refusal.
+
+    ``True`` or a mapping (claims) accepts; ``False`` or ``None`` refuses with
+    403; a view-style value (a ``Response``, a ``(body, status)`` tuple, a
+    ``str`` or ``bytes``) is the refusal itself, made into a response by the
+    app as Flask does for a ``before_request`` hook — so Google's sample's
+    ``return "Invalid request", 400`` works. Anything else refuses with 403
+    and is logged, since the verifier's intent is unknown.
+    """
+    if verdict is True or isinstance(verdict, Mapping):
+        return None
+    if verdict is False or verdict is None:
+        return _reject(TokenRejectedError(403, "the request was refused by the endpoint's verifier"))
+    name = getattr(verify, "__qualname__", None) or type(verify).__name__
+    if isinstance(verdict, (str, bytes, tuple, BaseResponse)):
+        try:
+            response = current_app.make_response(verdict)
+        except (TypeError, ValueError):
+            pass  # a malformed tuple: refused below, with the reason logged
+        else:
+            if response.status_code < 300:
+                _errors.warning(_key(state, "verifier-2xx"),
+                                "cloudclients: push to %s answered %d by verify=%s without running the view: "
+                                "Pub/Sub acknowledges it, and the message is gone. Fix: return a 4xx to refuse "
+                                "(as in return 'Invalid request', 400), or True to accept",
+                                request.path, response.status_code, name)
+            return response
+    _errors.error(_key(state, f"verifier-{type(verdict).__name__}"),
+                  "cloudclients: push to %s refused (403): verify=%s returned a %s, which is neither an answer nor "
+                  "a refusal. Fix: return True or a mapping of claims to accept; False or None to refuse with 403; "
+                  "or a response, such as ('Invalid request', 400), to refuse with it",
+                  request.path, name, type(verdict).__name__)
+    return _error(403, "forbidden", "the request was refused by the endpoint's verifier")
 
 
 # -- the body -----------------------------------------------------------------------------
@@ -336,6 +378,11 @@ def _reject(exc: TokenRejectedError) -> Response:
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
+
+
+def _key(state: CloudClientsState, what: str) -> str:
+    # Per app, endpoint (not path: URL variables would make keys without end) and kind of failure.
+    return f"{id(state)} {request.endpoint} {what}"
 
 
 def _error(status: int, error: str, detail: str) -> Response:

@@ -10,6 +10,9 @@ from ._fork import ProcessBound
 
 __all__ = ["RateLimitedLog"]
 
+#: Most keys remembered at once.
+_MAX_KEYS = 1024
+
 
 class RateLimitedLog(ProcessBound):
     """Emits the first record for a key, then at most one per *interval* seconds,
@@ -30,6 +33,14 @@ class RateLimitedLog(ProcessBound):
 
     def error(self, key: str, message: str, *args: object) -> None:
         """Log *message* at ERROR for *key*, unless one was logged less than *interval* ago."""
+        self.log(logging.ERROR, key, message, *args)
+
+    def warning(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log *message* at WARNING for *key*, unless one was logged less than *interval* ago."""
+        self.log(logging.WARNING, key, message, *args, exc_info=exc_info)
+
+    def log(self, level: int, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log *message* at *level* for *key*, unless one was logged less than *interval* ago."""
         self._checkpid()
         now = time.monotonic()
         with self._lock:
@@ -37,11 +48,21 @@ class RateLimitedLog(ProcessBound):
             if last is not None and now - last < self._interval:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return
+            if len(self._last) >= _MAX_KEYS:  # keys may come from requests: never grow without bound
+                self._forget_quiet_keys(now)
             self._last[key] = now
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             message += f" ({suppressed} more like it since the last report)"
-        self._logger.error(message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
+
+    def _forget_quiet_keys(self, now: float) -> None:
+        for key in [k for k, last in self._last.items() if now - last >= self._interval]:
+            del self._last[key]
+            self._suppressed.pop(key, None)
+        if len(self._last) >= _MAX_KEYS:  # all of them recent: start afresh
+            self._last.clear()
+            self._suppressed.clear()
 
     def _fork_locks(self) -> list[threading.Lock]:
         return [self._lock]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, Request, abort
+from flask import Flask, Request, Response, abort
 
 import cloudclients
 from cloudclients import CloudClients, ConfigError, ReceivedMessage, push_endpoint
@@ -115,10 +115,67 @@ def test_a_custom_verifier_runs_before_the_body_is_read() -> None:
     client = app.test_client()
     assert client.post("/push?token=s3cret", json=BODY).status_code == 204
     assert dict(seen[0].claims) == {"via": "shared-token"}
-    assert client.post("/push?token=wrong", data=b"not json").status_code == 401
+    assert client.post("/push?token=wrong", data=b"not json").status_code == 403
     assert client.post("/push?token=forbidden", json=BODY).status_code == 403
     assert client.post("/push?token=s3cret", data=b"not json").status_code == 400
     assert len(seen) == 1
+
+
+class _Verdict:
+    """Something a verifier should not return."""
+
+
+@pytest.mark.parametrize(
+    ("verdict", "status", "body", "logged"),
+    [
+        (True, 204, None, None),
+        ({"via": "hmac"}, 204, None, None),
+        (False, 403, None, None),
+        (None, 403, None, None),
+        (("Invalid request", 400), 400, "Invalid request", None),
+        (Response("no entry", status=401), 401, "no entry", None),
+        ("Invalid request", 200, "Invalid request", logging.WARNING),
+        (("bad", "tuple", "of", "four"), 403, None, logging.ERROR),
+        (1, 403, None, logging.ERROR),
+        ([], 403, None, logging.ERROR),
+        (_Verdict(), 403, None, logging.ERROR),
+    ],
+    ids=["true", "claims", "false", "none", "sample-tuple", "response", "str", "bad-tuple", "int", "list", "object"],
+)
+def test_what_a_verifier_returns_decides_exactly(
+    caplog: pytest.LogCaptureFixture, verdict: Any, status: int, body: str | None, logged: int | None
+) -> None:
+    """True or claims accept; False or None refuse with 403; a view-style value (a Response, a
+    (body, status) tuple, a str) is the refusal, made by the app as for before_request — Google's
+    sample's `return "Invalid request", 400` answers 400 (a 2xx refusal is warned about: Pub/Sub
+    acks it); anything else refuses with 403 and an ERROR naming the verifier. The view runs only
+    when the push is accepted."""
+    app = Flask(__name__)
+    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False})
+    CloudClients(app)
+    seen: list[ReceivedMessage] = []
+
+    def check_token(request: Request) -> Any:
+        return verdict
+
+    @app.post("/push")
+    @push_endpoint(verify=check_token)
+    def push(message: ReceivedMessage) -> None:
+        seen.append(message)
+
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        response = app.test_client().post("/push", json=BODY)
+    assert response.status_code == status
+    assert len(seen) == (1 if status == 204 else 0)
+    if body is not None:
+        assert response.get_data(as_text=True) == body
+    records = [r for r in caplog.records if "check_token" in r.getMessage()]
+    if logged is None:
+        assert records == []
+    else:
+        [record] = records
+        assert record.levelno == logged
+        assert "Fix: return" in record.getMessage()
 
 
 def test_a_custom_verifier_and_oidc_together(issuer: LocalIssuer) -> None:
@@ -138,7 +195,7 @@ def test_a_custom_verifier_and_oidc_together(issuer: LocalIssuer) -> None:
 
     client = app.test_client()
     good = {"Authorization": f"Bearer {issuer.token(AUDIENCE)}"}
-    assert client.post("/push?token=wrong", json=BODY, headers=good).status_code == 401
+    assert client.post("/push?token=wrong", json=BODY, headers=good).status_code == 403
     assert client.post("/push?token=s3cret", json=BODY).status_code == 401
     assert client.post("/push?token=s3cret", json=BODY, headers=good).status_code == 204
     assert seen[0].claims["aud"] == AUDIENCE and len(seen) == 1

@@ -56,7 +56,7 @@ import os
 from collections import deque
 from typing import Any
 
-from flask import Flask, Request, Response, abort, current_app, render_template, request
+from flask import Flask, Request, current_app, render_template, request
 
 import cloudclients
 from cloudclients import CloudClients, ReceivedMessage, push_endpoint
@@ -124,15 +124,16 @@ def create_app() -> Flask:
     return app
 
 
-def shared_token(req: Request) -> bool:
+def shared_token(req: Request) -> bool | tuple[str, int]:
     """Accept a request whose ``?token=`` is PUBSUB_VERIFICATION_TOKEN; answer 400 otherwise.
 
     Runs before the body is read (as ``push_endpoint``'s ``verify=``), compares in
-    constant time, and never echoes the token.
+    constant time, and never echoes the token. Returning a response refuses with it,
+    as the sample's ``return "Invalid request", 400`` does.
     """
     expected = current_app.config["PUBSUB_VERIFICATION_TOKEN"].encode()
     if not hmac.compare_digest(req.args.get("token", "").encode(), expected):
-        abort(Response("Invalid request", status=400, mimetype="text/plain"))
+        return "Invalid request", 400
     return True
 
 
