@@ -73,7 +73,8 @@ from flask import Request, Response, current_app, jsonify, make_response, reques
 from werkzeug.wrappers import Response as BaseResponse
 
 from ._config import PUSH_AUTH_MODES, Settings
-from ._message import UNWRAPPED_METADATA_PREFIX, EnvelopeError, ReceivedMessage, from_unwrapped, parse_push_envelope
+from ._envelope import UNWRAPPED_METADATA_PREFIX, EnvelopeError, from_unwrapped, parse_push_body
+from ._message import ReceivedMessage
 from ._oidc import CertsUnavailableError, TokenRejectedError
 from ._parsers import InvalidValueError, email, word
 from ._ratelimit import RateLimitedLog
@@ -82,8 +83,9 @@ from ._state import CloudClientsState, app_state
 __all__ = ["ORIGINAL_MARK", "PUSH_AUTH_MODES", "WRAPPER_MARK", "Options", "Plan", "plan_for", "push_endpoint"]
 
 log = logging.getLogger("cloudclients")
-# Pushes that fail for the same reason come in floods (every retry of a backlog):
-# one ERROR line per endpoint and reason per interval, with the count of the rest.
+# Pushes that fail for the same reason come in floods (every retry of a backlog, garbage
+# posted to a public URL): one line per endpoint and reason per interval, with the count
+# of the rest.
 _errors = RateLimitedLog(log)
 
 #: ``verify(request)``: ``True`` or a mapping (``message.claims``) accepts; ``False``/``None`` → 403;
@@ -182,7 +184,7 @@ def push_endpoint(
             rejected, claims = _authenticate(state, options)
             if rejected is not None:
                 return rejected
-            message = _read_message(options)
+            message = _read_message(state, options)
             if isinstance(message, Response):
                 return message
             if claims:
@@ -330,7 +332,7 @@ def _verdict_refusal(state: CloudClientsState, verify: Verifier, verdict: Any) -
 # -- the body -----------------------------------------------------------------------------
 
 
-def _read_message(options: Options) -> ReceivedMessage | Response:
+def _read_message(state: CloudClientsState, options: Options) -> ReceivedMessage | Response:
     unwrapped = options.unwrapped or f"{UNWRAPPED_METADATA_PREFIX}message-id" in request.headers
     limit = MAX_UNWRAPPED_BYTES if unwrapped else MAX_WRAPPED_BYTES
     if request.content_length is not None and request.content_length > limit:
@@ -341,31 +343,27 @@ def _read_message(options: Options) -> ReceivedMessage | Response:
     try:
         if unwrapped:
             return from_unwrapped(body, request.headers.items())
-        return parse_push_envelope(_json(body))
+        return parse_push_body(body)
     except EnvelopeError as exc:
-        log.warning("cloudclients: push to %s refused (400): %s", request.path, exc)
-        response = _error(400, "malformed push envelope", str(exc))
-        response.set_data(json.dumps({"error": "malformed push envelope", "detail": str(exc),
-                                      "problems": exc.problems}))
-        return response
-
-
-def _json(body: bytes) -> Any:
-    if not body.strip():
-        raise EnvelopeError(["the body is empty (is this a Pub/Sub push?)"])
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise EnvelopeError(["the body's JSON is nested too deeply to be a push envelope"]) from None
-    except ValueError:
-        raise EnvelopeError([
-            "the body is not JSON. If the subscription uses payload unwrapping (no_wrapper) without "
-            "write_metadata, pass unwrapped=True to @push_endpoint"
-        ]) from None
+        problems, unexpected = exc.problems, exc.unexpected[0] if exc.unexpected else None
+    except Exception as exc:  # a safety net: a body must never turn into a 500 that Pub/Sub retries forever
+        problems, unexpected = [f"the body could not be read as a push message ({type(exc).__name__})"], exc
+    if unexpected is not None:
+        _errors.warning(_key(state, "400-unexpected"), "cloudclients: push to %s refused (400): reading it raised "
+                        "%s, a cloudclients bug: %s", request.path, type(unexpected).__name__, "; ".join(problems),
+                        exc_info=unexpected)
+    else:
+        _errors.warning(_key(state, "400"), "cloudclients: push to %s refused (400): %s",
+                        request.path, "; ".join(problems))
+    detail = "; ".join(problems)
+    response = _error(400, "malformed push envelope", detail)
+    response.set_data(json.dumps({"error": "malformed push envelope", "detail": detail, "problems": problems}))
+    return response
 
 
 def _too_large(limit: int) -> Response:
-    log.warning("cloudclients: push to %s refused (413): body over %d bytes", request.path, limit)
+    _errors.warning(_key(None, "413"), "cloudclients: push to %s refused (413): body over %d bytes",
+                    request.path, limit)
     return _error(413, "push body too large", f"more than {limit} bytes; the service never sends that much")
 
 
@@ -373,16 +371,18 @@ def _too_large(limit: int) -> Response:
 
 
 def _reject(exc: TokenRejectedError) -> Response:
-    log.warning("cloudclients: push to %s rejected (%d): %s", request.path, exc.status, exc.reason)
+    _errors.warning(_key(None, f"{exc.status} {exc.reason}"), "cloudclients: push to %s rejected (%d): %s",
+                    request.path, exc.status, exc.reason)
     response = _error(exc.status, "unauthorized" if exc.status == 401 else "forbidden", exc.reason)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
 
 
-def _key(state: CloudClientsState, what: str) -> str:
+def _key(state: CloudClientsState | None, what: str) -> str:
     # Per app, endpoint (not path: URL variables would make keys without end) and kind of failure.
-    return f"{id(state)} {request.endpoint} {what}"
+    app = id(state) if state is not None else id(current_app._get_current_object())  # type: ignore[attr-defined]
+    return f"{app} {request.endpoint} {what}"
 
 
 def _error(status: int, error: str, detail: str) -> Response:

@@ -35,11 +35,11 @@ class RateLimitedLog(ProcessBound):
         """Log *message* at ERROR for *key*, unless one was logged less than *interval* ago."""
         self.log(logging.ERROR, key, message, *args)
 
-    def warning(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+    def warning(self, key: str, message: str, *args: object, exc_info: BaseException | bool = False) -> None:
         """Log *message* at WARNING for *key*, unless one was logged less than *interval* ago."""
         self.log(logging.WARNING, key, message, *args, exc_info=exc_info)
 
-    def log(self, level: int, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+    def log(self, level: int, key: str, message: str, *args: object, exc_info: BaseException | bool = False) -> None:
         """Log *message* at *level* for *key*, unless one was logged less than *interval* ago."""
         self._checkpid()
         now = time.monotonic()

@@ -59,6 +59,14 @@ def test_oidc_claims_reach_the_view(issuer: LocalIssuer) -> None:
     assert post(app).status_code == 401
 
 
+def test_refused_tokens_are_logged_rate_limited(issuer: LocalIssuer, caplog: pytest.LogCaptureFixture) -> None:
+    """40 tokenless pushes to an OIDC endpoint: each answered 401, one WARNING line per reason."""
+    app, _ = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        assert {post(app).status_code for _ in range(40)} == {401}
+    assert len([r for r in caplog.records if "rejected (401)" in r.getMessage()]) == 1
+
+
 def test_oidc_or_emulator_needs_no_if_else_between_local_and_production(issuer: LocalIssuer) -> None:
     """The same settings: with an emulator configured a tokenless push passes (and a bad token is
     still refused); without one, the same push is 401."""

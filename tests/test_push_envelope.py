@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -221,3 +222,102 @@ def test_an_unwrapped_push_without_metadata_needs_the_flag(app: Flask) -> None:
     response = client.post("/push", data=b"raw bytes", content_type="application/octet-stream")
     assert response.status_code == 400
     assert "unwrapped=True" in response.get_json()["detail"]
+
+
+# -- bodies the service never sends: always a 400 that says what is wrong ---------------------
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_publish_time_out_of_range_is_400_not_500(app: Flask, when: str) -> None:
+    """A publishTime that is a valid timestamp but falls outside year 1-9999 in UTC (it used to
+    raise OverflowError: 500, retried forever) → 400 naming the field, wrapped and unwrapped."""
+    client = app.test_client()
+    response = client.post("/push", json=envelope(publishTime=when))
+    assert response.status_code == 400
+    assert response.get_json()["problems"] == ["'message.publishTime' is out of range (before year 1 or after "
+                                               "year 9999 in UTC)"]
+    unwrapped = client.post("/push", data=b"x", headers={"x-goog-pubsub-message-id": "1",
+                                                          "x-goog-pubsub-publish-time": when})
+    assert unwrapped.status_code == 400 and "'x-goog-pubsub-publish-time' is out of range" in unwrapped.get_json()[
+        "detail"]
+    assert received(app) == []
+
+
+def test_every_problem_is_listed_even_without_a_message(app: Flask) -> None:
+    """No 'message' and two other malformed fields: one 400 naming all three (it named only the
+    missing message)."""
+    response = app.test_client().post("/push", json={"subscription": 5, "deliveryAttempt": "x"})
+    problems = response.get_json()["problems"]
+    assert response.status_code == 400 and len(problems) == 3, problems
+    assert [p.split(" ")[0] for p in problems] == ["'message'", "'subscription'", "'deliveryAttempt'"]
+
+
+def test_a_huge_integer_is_reported_as_such_not_as_not_json(app: Flask) -> None:
+    """A deliveryAttempt of 5,000 digits is valid JSON: the 400 says the attempt is not an integer in
+    range (Python's int limit used to make it "not JSON … pass unwrapped=True")."""
+    body = b'{"message": {"data": "aGk="}, "deliveryAttempt": ' + b"9" * 5000 + b"}"
+    response = app.test_client().post("/push", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["problems"] == ["'deliveryAttempt' is not an integer in range (0 to 2147483647)"]
+    big = app.test_client().post("/push", json={**envelope(), "deliveryAttempt": 2**40})
+    assert "not an integer in range" in big.get_json()["detail"]
+
+
+def test_a_body_that_is_not_utf8_says_so(app: Flask) -> None:
+    """Bytes that are not UTF-8 (a push envelope is UTF-8 JSON) → 400 saying "not UTF-8", with the
+    unwrapping hint (raw binary data is what an unwrapped push carries)."""
+    response = app.test_client().post("/push", data=b'\xff\xfe{"message": {}}', content_type="application/json")
+    detail = response.get_json()["detail"]
+    assert response.status_code == 400 and "not UTF-8" in detail and "disable payload unwrapping" in detail
+
+
+def test_json_without_a_message_suggests_disabling_payload_unwrapping(app: Flask) -> None:
+    """An unwrapped JSON payload ({"order": 7}) reaching a wrapped endpoint: the 400 says to disable
+    payload unwrapping on the subscription or pass unwrapped=True (it only said 'message' was missing)."""
+    response = app.test_client().post("/push", data=b'{"order": 7}', content_type="application/json")
+    detail = response.get_json()["detail"]
+    assert response.status_code == 400
+    assert "disable payload unwrapping on the subscription, or pass unwrapped=True" in detail
+
+
+def test_a_parser_surprise_is_a_400_naming_the_field(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception no field parser expects (here injected into base64 decoding: no real body makes
+    the standard library raise outside its documented errors) → 400 naming the field, never a 500;
+    logged at WARNING with its traceback."""
+    def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise OverflowError("injected")
+
+    monkeypatch.setattr(base64, "b64decode", broken)
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        response = app.test_client().post("/push", json=envelope())
+    assert response.status_code == 400
+    assert response.get_json()["problems"] == ["'message.data' could not be read (OverflowError)"]
+    [record] = [r for r in caplog.records if "refused (400)" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.exc_info is not None
+    assert received(app) == []
+
+
+def test_any_surprise_reading_the_body_is_a_400(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last safety net: an unexpected exception anywhere in reading the body (injected into the
+    JSON decoder) is a 400, never a 500."""
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OverflowError("injected")
+
+    monkeypatch.setattr(json, "loads", broken)
+    response = app.test_client().post("/push", data=b'{"message": {"data": "aGk="}}', content_type="application/json")
+    assert response.status_code == 400
+    assert "could not be read as a push message (OverflowError)" in response.get_data(as_text=True)
+
+
+def test_garbage_posted_again_and_again_is_logged_once_not_per_request(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """50 malformed bodies in a row (anyone can POST to a public URL): 50 answers of 400, one
+    WARNING line (rate-limited per endpoint and kind), not 50."""
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        statuses = {client.post("/push", data=b"garbage", content_type="text/plain").status_code for _ in range(50)}
+    assert statuses == {400}
+    assert len([r for r in caplog.records if "refused (400)" in r.getMessage()]) == 1
