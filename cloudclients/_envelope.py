@@ -219,15 +219,28 @@ def _attempt(body: Mapping[str, Any]) -> int | None:
 
 #: The metadata headers of an unwrapped push (``no_wrapper`` with ``write_metadata``).
 UNWRAPPED_METADATA_PREFIX = "x-goog-pubsub-"
+_METADATA = frozenset({"message-id", "publish-time", "subscription-name", "ordering-key"})
 
-# Headers that HTTP, proxies and the push service itself add: never message
-# attributes. (An attribute named like one of these cannot be told apart from
-# it; such apps read flask.request.headers themselves.)
-_TRANSPORT_HEADERS = frozenset({
-    "accept", "accept-encoding", "authorization", "connection", "content-length", "content-type", "expect",
-    "forwarded", "from", "host", "keep-alive", "te", "traceparent", "tracestate", "transfer-encoding",
-    "user-agent", "via", "x-cloud-trace-context", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+# Headers the service's attributes cannot be told apart from, and so are never taken as
+# attributes: HTTP's own (hop-by-hop, framing, content negotiation), those the push
+# service sets itself (Authorization, User-Agent, Content-Type), and those proxies and
+# platforms in front of the app add (App Engine, Cloud Run, load balancers, tracing).
+# The service writes each attribute as a header of its own name next to its
+# x-goog-pubsub-* metadata headers (Google's "payload unwrapping" page; the emulator's
+# push.request_for does the same).
+_NOT_ATTRIBUTES = frozenset({
+    "authorization", "cache-control", "connection", "cookie", "dnt", "expect", "forwarded", "from", "host",
+    "keep-alive", "origin", "pragma", "priority", "proxy-authorization", "proxy-connection", "referer", "te",
+    "trailer", "transfer-encoding", "upgrade", "upgrade-insecure-requests", "user-agent", "via",
+    "traceparent", "tracestate", "b3", "x-cloud-trace-context", "x-real-ip", "x-request-id", "x-correlation-id",
+    "x-amzn-trace-id", "x-client-data", "x-original-url", "x-original-forwarded-for", "x-envoy-external-address",
 })
+_NOT_ATTRIBUTE_PREFIXES = ("accept", "content-", "if-", "sec-", "x-forwarded-", "x-appengine-", "x-goog-",
+                           "x-cloud-", "x-b3-", "x-envoy-", "cf-")
+
+
+def _is_attribute(lower: str) -> bool:
+    return lower not in _NOT_ATTRIBUTES and not lower.startswith(_NOT_ATTRIBUTE_PREFIXES)
 
 
 def from_unwrapped(body: bytes, headers: Iterable[tuple[str, str]]) -> ReceivedMessage:
@@ -235,9 +248,11 @@ def from_unwrapped(body: bytes, headers: Iterable[tuple[str, str]]) -> ReceivedM
 
     The body is the message data itself. With ``write_metadata``, the service
     adds ``x-goog-pubsub-subscription-name``, ``-message-id``, ``-publish-time``
-    and ``-ordering-key`` headers, and one header per attribute; the
-    attributes are every header that is neither one of those nor a standard
-    transport header.
+    and ``-ordering-key`` headers, and one header per attribute. HTTP header
+    names are case-insensitive, so attribute names arrive **lowercased**; the
+    headers of HTTP itself, of the push service and of proxies and platforms
+    (``Content-*``, ``Accept*``, ``X-Forwarded-*``, ``X-AppEngine-*``, other
+    ``X-Goog-*``, trace headers …) are never taken as attributes.
 
     :raises EnvelopeError: for a malformed ``x-goog-pubsub-publish-time``.
     """
@@ -246,9 +261,11 @@ def from_unwrapped(body: bytes, headers: Iterable[tuple[str, str]]) -> ReceivedM
     for name, value in headers:
         lower = name.lower()
         if lower.startswith(UNWRAPPED_METADATA_PREFIX):
-            metadata[lower.removeprefix(UNWRAPPED_METADATA_PREFIX)] = value
-        elif lower not in _TRANSPORT_HEADERS:
-            attributes[name] = value
+            key = lower.removeprefix(UNWRAPPED_METADATA_PREFIX)
+            if key in _METADATA:
+                metadata[key] = value
+        elif _is_attribute(lower):
+            attributes.setdefault(lower, value)
     reader = _Reader()
     publish_time = reader.field(f"{UNWRAPPED_METADATA_PREFIX}publish-time",
                                 lambda: _time({"publishTime": metadata.get("publish-time")}), None)

@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cloudclients_emulator.oidc import TokenSigner
+from cloudclients_emulator.push import request_for
+from cloudclients_emulator.state import pb
 from flask import Flask
 
 from cloudclients import CloudClients, ReceivedMessage, push_endpoint
@@ -210,7 +213,32 @@ def test_an_unwrapped_push_with_metadata_is_recognised_by_its_headers(app: Flask
     assert message.data == b'{"status": "Hello there"}'
     assert (message.message_id, message.ordering_key, message.subscription) == ("2070443601311540", "some-key", SUB)
     assert message.publish_time == datetime(2021, 2, 26, 19, 13, 55, 749000, tzinfo=UTC)
-    assert dict(message.attributes) == {"Kind": "order"}
+    assert dict(message.attributes) == {"kind": "order"}
+
+
+def test_unwrapped_attributes_are_the_headers_the_service_wrote_lowercased(app: Flask) -> None:
+    """The emulator's own unwrapped request (attributes as headers, x-goog-pubsub-* metadata), as it
+    reaches an app behind App Engine, Cloud Run or a load balancer: attribute names arrive lowercased
+    (HTTP names are case-insensitive), and the headers of the platform, proxies, browsers and HTTP
+    itself are not attributes (X-AppEngine-Country, X-Real-IP, Origin, Accept-Language ... were)."""
+    message = pb.PubsubMessage(data=b"raw", message_id="7", attributes={"Kind": "order", "event-type": "created"})
+    message.publish_time.FromSeconds(1_700_000_000)
+    config = pb.Subscription(push_config={"push_endpoint": "http://127.0.0.1:1/push",
+                                          "no_wrapper": {"write_metadata": True}}).push_config
+    body, service_headers = request_for(SUB, message, None, config, TokenSigner())
+    platform_headers = {
+        "X-AppEngine-Country": "ZZ", "X-AppEngine-Https": "on", "X-Cloud-Trace-Context": "abc/1;o=1",
+        "traceparent": "00-abc-01", "X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "https", "X-Real-IP": "1.2.3.4",
+        "X-Request-Id": "r-1", "Forwarded": "for=1.2.3.4", "Via": "1.1 google", "Origin": "https://evil.example",
+        "Cookie": "session=1", "Accept": "*/*", "Accept-Language": "en", "Accept-Encoding": "gzip",
+        "Content-Encoding": "identity", "Authorization": "Bearer x", "X-Goog-Iap-Jwt-Assertion": "jwt",
+        "X-Goog-Pubsub-Something-New": "1", "Sec-Fetch-Mode": "cors", "Referer": "https://x.example",
+    }
+    response = app.test_client().post("/push", data=body, headers=[*service_headers, *platform_headers.items()])
+    assert response.status_code == 204, response.get_data(as_text=True)
+    [received_message] = received(app)
+    assert dict(received_message.attributes) == {"kind": "order", "event-type": "created"}
+    assert (received_message.message_id, received_message.subscription) == ("7", SUB)
 
 
 def test_an_unwrapped_push_without_metadata_needs_the_flag(app: Flask) -> None:
