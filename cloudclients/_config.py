@@ -373,7 +373,7 @@ def _project_for_the_service(values: dict[str, Any], sources: Mapping[str, _Sour
     # The emulators accept any project ID ("test", "my_project"); the service does not.
     project = values.get("project")
     emulated = values.get("pubsub_emulator_host") or values.get("storage_emulator_host")
-    if project is not None and not emulated and not PROJECT_ID_RE.match(project):
+    if project is not None and not emulated and not PROJECT_ID_RE.fullmatch(project):
         spec = _spec("project")
         raise sources["project"].error("is not a valid project ID", spec.fix)
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,15 +37,16 @@ __all__ = [
     "word",
 ]
 
+# Patterns are used with fullmatch (``$`` would also match before a trailing newline).
 # Project IDs: 6-30 chars, lowercase letters, digits, hyphens, start with a
 # letter, no trailing hyphen; legacy domain-scoped IDs ("example.com:proj")
 # are still accepted by Google APIs.
-PROJECT_ID_RE = re.compile(r"^(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+PROJECT_ID_RE = re.compile(r"(?:[a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 # What the emulators accept in a resource name's project segment ("test", "my_project").
-EMULATOR_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-_PORT_RE = re.compile(r"^[0-9]{1,5}$")  # ASCII digits only: str.isdigit() accepts "²"
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMULATOR_PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_PORT_RE = re.compile(r"[0-9]{1,5}")  # ASCII digits only: str.isdigit() accepts "²"
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -74,13 +76,29 @@ def _valid_host(host: str) -> bool:
         except ValueError:
             return False
         return True
-    return bool(_HOSTNAME_RE.match(host))
+    return bool(_HOSTNAME_RE.fullmatch(host))
 
 
 def _text(value: Any, what: str = "a string") -> str:
     if not isinstance(value, str):
         raise InvalidValueError(f"is not {what}")
     return value.strip()
+
+
+# Whitespace, control and format characters (a newline, a tab, U+00A0, U+200B …): none
+# belongs inside a host, a URL, an ID or an address, and some are invisible in a log or
+# silently dropped by the standard library (urlsplit removes tabs and newlines).
+_INVISIBLE = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Zs"})
+
+
+def _single(value: Any, what: str = "a string") -> str:
+    """*value* stripped, refused if whitespace or a control character is left inside it."""
+    text = _text(value, what)
+    for char in text:
+        if char.isspace() or unicodedata.category(char) in _INVISIBLE:
+            raise InvalidValueError(f"contains whitespace or a control character (U+{ord(char):04X}) inside it "
+                                    "(only surrounding whitespace, such as a secret's trailing newline, is stripped)")
+    return text
 
 
 def boolean(value: Any) -> bool:
@@ -140,14 +158,14 @@ def one_of(*choices: str) -> Parser:
 def project_id(value: Any) -> str:
     """A project ID as the emulators accept it; ``_config`` holds the real service's
     stricter rule against it when no emulator is configured."""
-    text = _text(value, "a project ID string")
-    if not EMULATOR_PROJECT_RE.match(text):
+    text = _single(value, "a project ID string")
+    if not EMULATOR_PROJECT_RE.fullmatch(text):
         raise InvalidValueError("is not a valid project ID")
     return text
 
 
 def pubsub_host(value: Any) -> str:
-    text = _text(value)
+    text = _single(value)
     if "://" in text or "/" in text:
         raise InvalidValueError("must not contain a scheme or path")
     host, sep, port = text.rpartition(":")
@@ -156,13 +174,13 @@ def pubsub_host(value: Any) -> str:
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not _valid_host(bare) or (":" in bare) != host.startswith("["):
         raise InvalidValueError(f"has an invalid host {host!r}")
-    if not _PORT_RE.match(port) or not 0 < int(port) < 65536:
+    if not _PORT_RE.fullmatch(port) or not 0 < int(port) < 65536:
         raise InvalidValueError(f"has an invalid port {port!r}")
     return text
 
 
 def storage_url(value: Any) -> str:
-    text = _text(value)
+    text = _single(value)
     if "://" not in text:
         raise InvalidValueError("has no http:// or https:// scheme")
     try:
@@ -224,21 +242,21 @@ def credentials_file(value: Any) -> str:
 
 
 def word(value: Any) -> str:
-    text = _text(value, "a single word without spaces")
+    text = _single(value, "a single word without spaces")
     if not text or re.search(r"\s", text):
         raise InvalidValueError("is not a single word without spaces")
     return text
 
 
 def email(value: Any) -> str:
-    text = _text(value, "an email address")
-    if not _EMAIL_RE.match(text):
+    text = _single(value, "an email address")
+    if not _EMAIL_RE.fullmatch(text):
         raise InvalidValueError("is not an email address")
     return text
 
 
 def certs_url(value: Any) -> str:
-    text = _text(value, "an http(s) URL")
+    text = _single(value, "an http(s) URL")
     try:
         parts = urlsplit(text)
         hostname = parts.hostname

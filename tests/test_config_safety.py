@@ -98,6 +98,39 @@ def test_every_malformed_value_is_a_config_error_naming_the_key(key: str, value:
     assert f"{P}{key}={value!r}" in str(info.value) and "Fix:" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (P + "PUBSUB_EMULATOR_HOST", "localhost\n:8085"),
+        ("PUBSUB_EMULATOR_HOST", "localhost\n:8085"),
+        (P + "PUBSUB_EMULATOR_HOST", "localhost:8085\n\n1"),
+        (P + "PUBSUB_EMULATOR_HOST", "localhost\u200b:8085"),
+        (P + "STORAGE_EMULATOR_HOST", "http://local\nhost:9023"),
+        (P + "STORAGE_EMULATOR_HOST", "http://localhost:9023\n/"),
+        (P + "STORAGE_EMULATOR_HOST", "http://localhost:\t9023"),
+        (P + "PUSH_CERTS_URL", "https://www.googleapis.com/oauth2/\nv1/certs"),
+        (P + "PROJECT", "my-project\n1"),
+        ("GOOGLE_CLOUD_PROJECT", "my-\u00a0project"),
+        (P + "PUSH_SERVICE_ACCOUNT", "push@p.iam.gserviceaccount.com\nx"),
+    ],
+    ids=["host-newline", "unprefixed-host-newline", "host-port-newline", "host-zero-width", "url-newline-in-host",
+         "url-newline-before-path", "url-tab-in-port", "certs-url-newline", "project-newline", "project-nbsp",
+         "email-newline"],
+)
+def test_whitespace_or_control_characters_inside_a_value_are_refused(key: str, value: str) -> None:
+    """A newline, tab or invisible character left inside a value after stripping (a Kubernetes secret
+    pasted with a line break) is a ConfigError naming the key — it used to be accepted: `$` matched
+    before a trailing newline and urlsplit silently dropped tabs and newlines while the raw text was
+    kept."""
+    config: dict[str, Any] = {key: value}
+    if key.endswith("PUSH_SERVICE_ACCOUNT"):
+        config[P + "PUSH_AUDIENCE"] = "https://a.example/push"
+    with pytest.raises(ConfigError) as info:
+        settings(config)
+    assert f"{key}={value!r}" in str(info.value)
+    assert "whitespace or a control character" in str(info.value) and "Fix:" in str(info.value)
+
+
 def _assert_no_secret(exc: BaseException) -> None:
     texts = [str(exc), repr(exc), *map(repr, exc.args)]
     for linked in (exc.__cause__, exc.__context__):
