@@ -23,7 +23,7 @@ from typing import Any
 from . import _parsers as parse
 from ._parsers import PROJECT_ID_RE, InvalidValueError, Parser
 
-__all__ = ["PREFIX", "ConfigError", "Settings", "Spec"]
+__all__ = ["PREFIX", "ConfigError", "Settings", "Spec", "setting_error"]
 
 PREFIX = "CLOUDCLIENTS_"
 
@@ -112,7 +112,8 @@ class Settings:
     )
     credentials_file: str | None = _setting(
         "CREDENTIALS_FILE", None, parse.credentials_file, env="GOOGLE_APPLICATION_CREDENTIALS", shown="unset (ADC)",
-        rule="a readable Google credentials JSON file",
+        rule="a readable Google credentials JSON file (a regular file; a service-account key's `private_key` must "
+             "parse, checked by `init_app` unless both clients are emulated)",
         fix="point it at a readable service-account or ADC JSON key file, or unset it to use Application "
             "Default Credentials",
     )
@@ -255,6 +256,18 @@ class Settings:
         """The configuration table (Markdown) rendered from the settings' declarations:
         key, environment fallback, default and rule of every ``CLOUDCLIENTS_*`` key."""
         return _table()
+
+
+def setting_error(name: str, config: Mapping[str, Any], problem: str, environ: Mapping[str, str] | None = None,
+                  ) -> ConfigError:
+    """A :class:`ConfigError` about the setting *name* found invalid after reading (by a check
+    that needs more than its parser): it names the key, the value and where it came from, as
+    :meth:`Settings.from_mapping` does, and the setting's fix."""
+    spec = _spec(name)
+    source = _Reader(config, os.environ if environ is None else environ).lookup(name, spec)
+    if source is None:
+        return ConfigError(f"{spec.key} {problem}. Fix: {spec.fix}.")
+    return source.error(problem, spec.fix)
 
 
 def _specs() -> Iterator[tuple[str, Spec]]:

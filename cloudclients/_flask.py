@@ -16,7 +16,7 @@ from flask import Flask
 from . import _publish
 from ._cli import cli
 from ._clients import ClientRegistry
-from ._config import ConfigError, Settings
+from ._config import ConfigError, Settings, setting_error
 from ._push_audit import audit, report_push_endpoints
 from ._shutdown import install_exit_handlers
 from ._state import EXTENSION_KEY, CloudClientsState, app_state
@@ -63,6 +63,8 @@ class CloudClients:
                 "cloudclients.current_registry() or CloudClients.get_registry(app)."
             )
         settings = Settings.from_mapping(app.config)
+        if settings.credentials_file and not (settings.pubsub_emulator and settings.storage_emulator):
+            _check_key_file(app, settings.credentials_file)  # only when some client will use it
         findings = audit(app, settings)  # the endpoints registered so far; later ones: report_push_endpoints
         fatal = [f.message for f in findings if f.fatal]
         if fatal:
@@ -100,6 +102,15 @@ class CloudClients:
     def get_settings(cls, app: Flask | None = None) -> Settings:
         """Return the frozen :class:`~cloudclients.Settings` of *app* (default: the current app)."""
         return cls.get_state(app).settings
+
+
+def _check_key_file(app: Flask, path: str) -> None:
+    # Parsing the key needs google-auth, which _config (a leaf) does not import.
+    from ._google.credentials import key_file_problem
+
+    problem = key_file_problem(path)
+    if problem is not None:
+        raise setting_error("credentials_file", app.config, problem)
 
 
 def _warn_about_push_settings(app: Flask, settings: Settings) -> None:

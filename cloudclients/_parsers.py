@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -211,14 +212,7 @@ def credentials_file(value: Any) -> str:
         raise InvalidValueError("is not a path")
     if "\x00" in path:
         raise InvalidValueError("contains a NUL character")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_MAX_CREDENTIALS_BYTES + 1)
-    except IsADirectoryError:
-        raise InvalidValueError("is a directory, not a file") from None
-    except OSError as exc:
-        # exc.strerror only (never the file contents).
-        raise InvalidValueError(f"cannot be read: {exc.strerror}") from None
+    raw = _read_regular_file(path)
     if len(raw) > _MAX_CREDENTIALS_BYTES:
         raise InvalidValueError("is larger than 1 MiB; it is not a Google credentials file")
     try:
@@ -239,6 +233,45 @@ def credentials_file(value: Any) -> str:
         if missing:
             raise InvalidValueError("is a service-account key without " + ", ".join(missing))
     return path
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The first bytes of the regular file at *path*.
+
+    Only a regular file is opened: reading a FIFO would block until something
+    writes to it (``init_app`` hung), a device or a socket is no key file. The
+    file is opened non-blocking and checked again on the open descriptor, so a
+    FIFO swapped in between cannot block either.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (ValueError, UnicodeError):  # a NUL, or a lone surrogate the file system cannot encode
+        raise InvalidValueError("is not a usable path (it has characters the file system cannot encode)") from None
+    except OSError as exc:
+        # exc.strerror only (never the file contents).
+        raise InvalidValueError(f"cannot be read: {exc.strerror}") from None
+    _require_regular(mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InvalidValueError(f"cannot be read: {exc.strerror}") from None
+    try:
+        _require_regular(os.fstat(fd).st_mode)
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # the file object owns it now
+            return fh.read(_MAX_CREDENTIALS_BYTES + 1)
+    except OSError as exc:
+        raise InvalidValueError(f"cannot be read: {exc.strerror}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _require_regular(mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise InvalidValueError("is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise InvalidValueError("is not a regular file (a FIFO, socket or device)")
 
 
 def word(value: Any) -> str:

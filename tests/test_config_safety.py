@@ -4,11 +4,16 @@ names the key and never quotes the file, and the project is optional (emulator I
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
 from cloudclients import CloudClients, ConfigError, Settings
@@ -173,6 +178,86 @@ def test_an_impossible_credentials_path_is_a_config_error(tmp_path: Path, case: 
                   "missing": str(tmp_path / "absent.json"), "not-a-path": 42}[case]
     with pytest.raises(ConfigError, match=f"{P}CREDENTIALS_FILE="):
         settings({P + "CREDENTIALS_FILE": value})
+
+
+def test_a_fifo_as_the_credentials_path_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO named as the key file: a ConfigError saying "not a regular file" at once (init_app used
+    to block forever in open(), waiting for a writer)."""
+    fifo = tmp_path / "key.json"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | Settings] = []
+
+    def read() -> None:
+        try:
+            outcome.append(settings({P + "CREDENTIALS_FILE": str(fifo)}))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)  # answers at once; the old code never did
+    if reader.is_alive():  # release the blocked reader (old code), then fail
+        with open(fifo, "wb"):
+            pass
+        reader.join(timeout=5)
+        pytest.fail("reading a FIFO as the credentials file blocked")
+    [error] = outcome
+    assert isinstance(error, ConfigError)
+    assert f"{P}CREDENTIALS_FILE={str(fifo)!r}" in str(error) and "not a regular file" in str(error)
+
+
+@pytest.mark.parametrize("case", ["socket", "device"])
+def test_a_socket_or_device_as_the_credentials_path_is_not_a_regular_file(tmp_path: Path, case: str) -> None:
+    """A socket or a device (/dev/null) is "not a regular file" (they used to be read and fail as
+    "cannot be read" or "not valid JSON")."""
+    if case == "socket":
+        path = str(tmp_path / "key.sock")
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(path)
+    else:
+        path = os.devnull
+    try:
+        with pytest.raises(ConfigError, match=f"{P}CREDENTIALS_FILE=.*not a regular file"):
+            settings({P + "CREDENTIALS_FILE": path})
+    finally:
+        if case == "socket":
+            server.close()
+
+
+@pytest.mark.parametrize("path", ["/tmp/\ud800.json", "/tmp/\udfff-key.json"])
+def test_an_unencodable_credentials_path_is_a_config_error(path: str) -> None:
+    """A lone surrogate in the path (the file system cannot encode it) is a ConfigError naming the key,
+    from app.config and from the standard variable alike — it was a bare UnicodeEncodeError."""
+    for key in (P + "CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS"):
+        with pytest.raises(ConfigError, match=f"{key}=.*not a usable path"):
+            settings({key: path})
+
+
+def _key_file(tmp_path: Path, private_key: str) -> Path:
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps({"type": "service_account", "project_id": "key-project-1",
+                                "client_email": "sa@key-project-1.iam.gserviceaccount.com",
+                                "private_key": private_key, "token_uri": "https://oauth2.googleapis.com/token"}))
+    return path
+
+
+def test_a_malformed_private_key_is_refused_at_init_app_without_quoting_it(tmp_path: Path) -> None:
+    """A service-account file whose private_key does not parse: init_app raises a ConfigError naming
+    the key and the file (it used to pass and fail at the first call in a worker); neither the
+    message nor anything chained holds the key."""
+    path = _key_file(tmp_path, SECRET)
+    app = Flask(__name__)
+    app.config.update({P + "CREDENTIALS_FILE": str(path), P + "EXIT_HANDLERS": False})
+    with pytest.raises(ConfigError) as info:
+        CloudClients(app)
+    assert f"{P}CREDENTIALS_FILE={str(path)!r} (from app.config)" in str(info.value)
+    assert "'private_key' is not a valid PEM private key" in str(info.value)
+    _assert_no_secret(info.value)
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    working = Flask(__name__)
+    working.config.update({P + "CREDENTIALS_FILE": str(_key_file(tmp_path, good)), P + "EXIT_HANDLERS": False})
+    CloudClients(working)
 
 
 def test_the_project_is_optional_at_init_app() -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudclients.testing import TopicHandle
 from tests.metadata import FakeMetadataServer
@@ -96,9 +98,11 @@ def test_a_service_account_file_names_the_project_without_the_metadata_server(
 ) -> None:
     """CLOUDCLIENTS_CREDENTIALS_FILE with a project_id: that project, and no metadata request."""
     key = tmp_path / "sa.json"
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     key.write_text(json.dumps({"type": "service_account", "project_id": "from-key-file",
                                "client_email": "a@from-key-file.iam.gserviceaccount.com",
-                               "private_key": "not used here", "token_uri": "https://oauth2.googleapis.com/token"}))
+                               "private_key": pem, "token_uri": "https://oauth2.googleapis.com/token"}))
     assert run({"CLOUDCLIENTS_CREDENTIALS_FILE": str(key)}, metadata, tmp_path) == {"project": "from-key-file"}
     assert metadata.paths == []
 

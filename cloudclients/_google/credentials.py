@@ -15,7 +15,7 @@ from google.oauth2 import service_account
 from .. import _guard
 from .._config import Settings
 
-__all__ = ["SCOPES", "anonymous", "credentials", "discover_project"]
+__all__ = ["SCOPES", "anonymous", "credentials", "discover_project", "key_file_problem"]
 
 log = logging.getLogger("cloudclients")
 
@@ -31,6 +31,23 @@ def _file_info(path: str) -> dict[str, Any]:
     # Validated by Settings at init_app: UTF-8 JSON, a dict with a string "type".
     with open(path, encoding="utf-8-sig") as fh:
         return cast(dict[str, Any], json.load(fh))
+
+
+def key_file_problem(path: str) -> str | None:
+    """Why the service-account key file at *path* cannot sign anything, or ``None``.
+
+    google-auth parses the ``private_key`` (no network); a key that does not
+    parse would otherwise pass ``init_app`` and fail at the first call in a
+    worker. The reason is fixed text: never the key, never google-auth's message.
+    """
+    info = _file_info(path)
+    if info.get("type") != "service_account":
+        return None
+    try:
+        service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
+    except Exception:  # whatever the parser raises, its message may quote the key: not passed on
+        return "is a service-account key whose 'private_key' is not a valid PEM private key"
+    return None
 
 
 def credentials(settings: Settings, what: str = "a client") -> Credentials:
