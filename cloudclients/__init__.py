@@ -13,6 +13,8 @@ through ``get_publisher()``, ``get_subscriber()`` and ``get_storage()``.
     CloudClients(app)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._background import BackgroundSubscription, SubscriptionState, SubscriptionStats
 from ._clients import ClientRegistry
 from ._config import ConfigError, Settings
@@ -29,6 +31,9 @@ from ._state import CloudClientsState, current_registry, get_client, get_publish
 from ._storage_session import StorageUnavailableError
 from ._subscriber import gunicorn_post_worker_init, start_subscriptions, subscribe
 
+if TYPE_CHECKING:
+    from ._google.channels import EmulatorUnreachableError
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
     "CloudClients",
     "CloudClientsState",
     "ConfigError",
+    "EmulatorUnreachableError",
     "GeventStatus",
     "PingResult",
     "PublishError",
@@ -75,7 +81,18 @@ __all__ = [
 # Public classes print as ``cloudclients.X`` (in tracebacks, reprs and docs), not as the
 # private module that happens to define them.
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)  # EmulatorUnreachableError is loaded lazily (below)
     if isinstance(_obj, type) and _obj.__module__.startswith("cloudclients._"):
         _obj.__module__ = __name__
 del _name, _obj
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: it subclasses google-api-core's error class, and importing
+    # google-api-core costs ~0.2 s that ``import cloudclients`` (a CLI, a preload
+    # master reading its settings) should not pay.
+    if name == "EmulatorUnreachableError":
+        from ._google.channels import EmulatorUnreachableError
+
+        return EmulatorUnreachableError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from google.api_core.exceptions import GoogleAPICallError
 
 import cloudclients
 from cloudclients import CloudClients, StorageUnavailableError, get_storage
@@ -108,6 +109,70 @@ def test_a_stopped_pubsub_emulator_is_reported_at_once(caplog: pytest.LogCapture
     assert response.status_code == 503
     assert f"emulator at {host} not reachable — is it running?" in response.get_data(as_text=True)
     assert seconds < 5.0  # the default publish timeout is 10 s: the refusal ended the retries early
+
+
+@pytest.mark.parametrize("call", ["get_topic", "pull", "acknowledge", "create_subscription"])
+def test_direct_calls_against_a_stopped_emulator_fail_at_once(call: str) -> None:
+    """Nothing listens at the emulator's address: a direct call through get_publisher() /
+    get_subscriber() raises EmulatorUnreachableError saying so, instead of the library retrying
+    for 60 s (get_topic was still retrying at 40 s)."""
+    host = f"127.0.0.1:{free_port()}"
+    app = make_app(PUBSUB_EMULATOR_HOST=host)
+    topic = f"projects/{TEST_PROJECT}/topics/orders"
+    subscription = f"projects/{TEST_PROJECT}/subscriptions/orders"
+    calls = {
+        "get_topic": lambda: cloudclients.get_publisher().get_topic(topic=topic),
+        "pull": lambda: cloudclients.get_subscriber().pull(subscription=subscription, max_messages=1),
+        "acknowledge": lambda: cloudclients.get_subscriber().acknowledge(subscription=subscription, ack_ids=["a"]),
+        "create_subscription": lambda: cloudclients.get_subscriber().create_subscription(name=subscription,
+                                                                                         topic=topic),
+    }
+
+    def in_app() -> Any:
+        with app.app_context():
+            return calls[call]()
+
+    error, seconds = raised_within(10.0, in_app)  # the library's default retry runs for 60 s
+    print(f"\n{call} against a stopped Pub/Sub emulator: error after {seconds:.2f} s")
+    assert type(error).__name__ == "EmulatorUnreachableError" and type(error).__module__ == "cloudclients"
+    assert str(error) == f"Pub/Sub emulator at {host} not reachable — is it running?"
+    assert isinstance(error, GoogleAPICallError)  # what code catching API errors already catches
+
+
+def test_the_cli_against_a_stopped_emulator_says_so_at_once() -> None:
+    """`flask cloudclients create-topic` against a stopped emulator: exit 1 with "is it running?"
+    at once (it retried for the library's 600 s create_topic deadline)."""
+    host = f"127.0.0.1:{free_port()}"
+    app = make_app(PUBSUB_EMULATOR_HOST=host)
+
+    def create_topic() -> None:
+        result = app.test_cli_runner().invoke(args=["cloudclients", "create-topic", "orders"])
+        raise SystemExit(result.exit_code, result.output)
+
+    error, _ = raised_within(10.0, create_topic)
+    assert isinstance(error, SystemExit) and error.args[0] == 1
+    assert f"Pub/Sub emulator at {host} not reachable — is it running?" in error.args[1]
+
+
+def raised_within(seconds: float, call: Any) -> tuple[BaseException, float]:
+    """What *call* raised, and when; fails the test if it is still running after *seconds*
+    (run on a daemon thread, so that a call that retries for minutes cannot hold the suite)."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running (retrying?) after {seconds} s")
+    assert outcome, "the call did not fail"
+    return outcome[0], time.monotonic() - started
 
 
 @pytest.mark.slow

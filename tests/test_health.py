@@ -97,7 +97,8 @@ def test_healthz_is_200_with_per_check_latency(
 
 
 def test_healthz_is_503_when_pubsub_refuses_connections(storage_emulator: EmulatorProcess, apps: list[Flask]) -> None:
-    """Nothing listens on the Pub/Sub port: the Pub/Sub checks fail (Storage stays ok) → 503."""
+    """Nothing listens on the Pub/Sub port: the Pub/Sub checks fail saying the emulator is not
+    running (Storage stays ok) → 503."""
     app = make_app(f"127.0.0.1:{free_port()}", storage_emulator.host)
     apps.append(app)
     response = app.test_client().get("/healthz")
@@ -105,7 +106,9 @@ def test_healthz_is_503_when_pubsub_refuses_connections(storage_emulator: Emulat
     checks = response.get_json()["checks"]
     assert response.get_json()["status"] == "fail"
     assert not checks["publisher"]["ok"] and not checks["subscriber"]["ok"]
-    assert checks["publisher"]["error"].startswith(("ServiceUnavailable", "DeadlineExceeded", "RetryError"))
+    for kind in ("publisher", "subscriber"):
+        assert checks[kind]["error"].startswith("EmulatorUnreachableError"), checks[kind]
+        assert "not reachable — is it running?" in checks[kind]["error"]
     assert checks["storage"]["ok"]
 
 

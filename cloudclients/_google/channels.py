@@ -1,4 +1,5 @@
-"""gRPC channels: the fork gate on every call, the REST fallback, gevent mode.
+"""gRPC channels: the fork gate on every call, fail-fast against a stopped emulator, the REST
+fallback, gevent mode.
 
 gRPC core survives fork() only with its fork support on. grpcio's own default
 turns it on in core, but ``GRPC_ENABLE_FORK_SUPPORT=0`` (read once, when grpc
@@ -17,16 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import grpc
+from google.api_core import exceptions as api_exceptions
 
 from .._config import Settings
 from .._forkgate import GATE, ensure_fork_hooks
 from .._gevent import prepare_grpc
 from .credentials import anonymous, credentials
 
-__all__ = ["grpc_unusable_after_fork", "pubsub_transport"]
+__all__ = ["EmulatorUnreachableError", "grpc_unusable_after_fork", "pubsub_transport", "refused"]
 
 log = logging.getLogger("cloudclients")
 
@@ -85,20 +88,63 @@ def prepare() -> None:
     prepare_grpc(_init_grpc_gevent, grpc_used_here=os.getpid() in _GRPC_USERS)
 
 
+class EmulatorUnreachableError(api_exceptions.GoogleAPICallError):
+    """The Pub/Sub emulator refused the connection: nothing listens at its address.
+
+    Raised by every unary Pub/Sub call (publish, ``get_topic``, ``pull``,
+    ``acknowledge``, the CLI's ``create-topic`` …) in emulator mode, at the first
+    refused attempt. It is a ``GoogleAPICallError`` (code 503) but deliberately not a
+    ``ServiceUnavailable``, which the client library retries for up to 60 s.
+    """
+
+    code = 503
+    grpc_status_code = grpc.StatusCode.UNAVAILABLE
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+
+EmulatorUnreachableError.__module__ = "cloudclients"  # public as cloudclients.EmulatorUnreachableError
+
+
 class _GateInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Runs every unary call inside the fork gate (see ``_forkgate``)."""
+    """Runs every unary call inside the fork gate (see ``_forkgate``); against an
+    emulator, turns a refused connection into :class:`EmulatorUnreachableError`."""
+
+    def __init__(self, emulator_host: str | None = None) -> None:
+        self._emulator_host = emulator_host
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         with GATE.call():
-            return continuation(client_call_details, request)
+            outcome = continuation(client_call_details, request)
+        if (self._emulator_host is not None and isinstance(outcome, grpc.RpcError)
+                and outcome.code() == grpc.StatusCode.UNAVAILABLE and refused(self._emulator_host)):
+            # Raised here, it escapes the generated client's error mapping (which only
+            # catches grpc.RpcError) and its retry, whose predicate does not match it.
+            raise EmulatorUnreachableError(  # type: ignore[no-untyped-call]
+                f"Pub/Sub emulator at {self._emulator_host} not reachable — is it running?")
+        return outcome
 
 
 _INTERCEPTOR = _GateInterceptor()
 
 
-def _gated(channel: grpc.Channel) -> grpc.Channel:
+def refused(host: str) -> bool:
+    """True when a TCP connection to *host* (``HOST:PORT``, IPv6 in brackets) is refused:
+    nothing listens there. A timeout or an unreachable network is not proof of that."""
+    address, _, port = host.rpartition(":")
+    try:
+        with socket.create_connection((address.strip("[]"), int(port)), timeout=0.5):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _gated(channel: grpc.Channel, emulator_host: str | None = None) -> grpc.Channel:
     ensure_fork_hooks()  # after gRPC made its first channel: see _forkgate
-    return grpc.intercept_channel(channel, _INTERCEPTOR)
+    return grpc.intercept_channel(channel, _INTERCEPTOR if emulator_host is None else _GateInterceptor(emulator_host))
 
 
 def pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
@@ -118,7 +164,7 @@ def pubsub_transport(settings: Settings, grpc_cls: Any, rest_cls: Any) -> Any:
     if host is not None:
         # A channel *instance* makes the transport ignore credentials entirely
         # (a channel factory would still look up Application Default Credentials).
-        return grpc_cls(host=host, channel=_gated(grpc.insecure_channel(host, options=_CHANNEL_OPTIONS)))
+        return grpc_cls(host=host, channel=_gated(grpc.insecure_channel(host, options=_CHANNEL_OPTIONS), host))
 
     def channel(host: str, **kwargs: Any) -> grpc.Channel:
         # A channel *factory*: the transport still applies credentials, scopes

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from google.pubsub_v1.services.publisher.transports import PublisherGrpcTranspor
 from .._config import Settings
 from .._names import resolve_topic
 from .._ratelimit import RateLimitedLog
-from .channels import pubsub_transport
+from .channels import EmulatorUnreachableError, pubsub_transport, refused
 
 __all__ = ["TrackingPublisher", "build_publisher", "close_publisher", "publisher_metrics"]
 
@@ -98,7 +97,9 @@ class TrackingPublisher(pubsub_v1.PublisherClient):  # type: ignore[misc]
 
     def describe(self, exc: BaseException) -> str:
         """A one-line account of a publish failure (type and message; never data or credentials)."""
-        if self._cc_emulator_host and isinstance(exc, api_exceptions.ServiceUnavailable):
+        if isinstance(exc, EmulatorUnreachableError):
+            return str(exc)
+        if self._cc_emulator_host and isinstance(exc, api_exceptions.ServiceUnavailable):  # the REST transport
             return f"Pub/Sub emulator at {self._cc_emulator_host} not reachable — is it running? ({exc.message})"
         return f"{type(exc).__name__}: {exc}"
 
@@ -132,27 +133,17 @@ def _retry_predicate(settings: Settings) -> Callable[[Exception], bool]:
     host = settings.pubsub_emulator_host
     if host is None:
         return retryable
-    address, _, port = host.rpartition(":")
-    address = address.strip("[]")
 
     def predicate(exc: Exception) -> bool:
-        # Against an emulator, "connection refused" means it is not running:
-        # retrying for the whole publish timeout only delays the answer.
-        if isinstance(exc, api_exceptions.ServiceUnavailable) and _refused(address, int(port)):
+        # Against an emulator, "connection refused" means it is not running: retrying for
+        # the whole publish timeout only delays the answer. (Over gRPC the channel's
+        # interceptor already raised EmulatorUnreachableError, which is not retryable;
+        # this covers the REST transport.)
+        if isinstance(exc, api_exceptions.ServiceUnavailable) and refused(host):
             return False
         return retryable(exc)
 
     return predicate
-
-
-def _refused(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:  # unreachable host, timeout: not proof that nothing listens
-        return False
 
 
 def build_publisher(settings: Settings, project: Callable[[], str]) -> TrackingPublisher:
