@@ -23,7 +23,7 @@ from typing import Any
 from . import _parsers as parse
 from ._parsers import PROJECT_ID_RE, InvalidValueError, Parser
 
-__all__ = ["PREFIX", "ConfigError", "Settings", "Spec", "setting_error"]
+__all__ = ["PREFIX", "ConfigError", "Settings", "Spec", "check_project_for", "setting_error"]
 
 PREFIX = "CLOUDCLIENTS_"
 
@@ -95,8 +95,8 @@ class Settings:
     project: str | None = _setting(
         "PROJECT", None, parse.project_id, env="GOOGLE_CLOUD_PROJECT",
         shown="unset: discovered from the credentials or the metadata server",
-        rule="a project **ID**: 6–30 of `a-z 0-9 -`, starting with a letter (with an emulator, any ID it "
-             "accepts, e.g. `test`)",
+        rule="a project **ID**: 6–30 of `a-z 0-9 -`, starting with a letter (IDs only the emulators accept, "
+             "e.g. `test`, need the Pub/Sub emulator, and a Storage client that is not emulated refuses them)",
         fix="use the project ID (6-30 characters: lowercase letters, digits and hyphens, starting with a "
             "letter), not the project name or number",
     )
@@ -383,12 +383,38 @@ def _no_emulator_in_production(values: dict[str, Any], sources: Mapping[str, _So
 
 
 def _project_for_the_service(values: dict[str, Any], sources: Mapping[str, _Source]) -> None:
-    # The emulators accept any project ID ("test", "my_project"); the service does not.
+    # The emulators accept any project ID ("test", "my_project"); the service does not. Pub/Sub
+    # is what nearly every app uses, so such an ID needs the Pub/Sub emulator here; a real Storage
+    # next to an emulated Pub/Sub is refused when the Storage client is built (check_project_for).
     project = values.get("project")
-    emulated = values.get("pubsub_emulator_host") or values.get("storage_emulator_host")
-    if project is not None and not emulated and not PROJECT_ID_RE.fullmatch(project):
-        spec = _spec("project")
+    if project is None or values.get("pubsub_emulator_host") or PROJECT_ID_RE.fullmatch(project):
+        return
+    spec = _spec("project")
+    if not values.get("storage_emulator_host"):
         raise sources["project"].error("is not a valid project ID", spec.fix)
+    raise sources["project"].error(
+        "is a project ID only the emulators accept, and Pub/Sub is not emulated (only Storage is)",
+        f"use a real project ID such as 'test-project' (the Storage emulator accepts it too), or set "
+        f"{PREFIX}PUBSUB_EMULATOR_HOST",
+    )
+
+
+def check_project_for(settings: Settings, service: str) -> None:
+    """Refuse to build a client for *service* (``"Pub/Sub"`` or ``"Storage"``) that is not
+    emulated when the configured project is an ID only the emulators accept.
+
+    :raises ConfigError: naming the key, the value and the fix.
+    """
+    emulated = settings.pubsub_emulator if service == "Pub/Sub" else settings.storage_emulator
+    project = settings.project
+    if project is None or emulated or PROJECT_ID_RE.fullmatch(project):
+        return
+    key = "STORAGE_EMULATOR_HOST" if service == "Storage" else "PUBSUB_EMULATOR_HOST"
+    raise ConfigError(
+        f"{PREFIX}PROJECT={project!r} (or GOOGLE_CLOUD_PROJECT) is a project ID only the emulators accept, but "
+        f"{service} is not emulated: the service would refuse it. Fix: use a real project ID such as "
+        f"'test-project' (the emulators accept it too), or set {PREFIX}{key}."
+    )
 
 
 def _push_auth(values: dict[str, Any], sources: Mapping[str, _Source]) -> None:

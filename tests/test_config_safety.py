@@ -278,6 +278,32 @@ def test_emulator_project_ids_are_allowed_only_with_an_emulator(project: str) ->
         settings({P + "PROJECT": project})
 
 
+@pytest.mark.parametrize("project", ["test", "my_project"])
+def test_an_emulator_only_project_needs_the_pubsub_emulator(project: str) -> None:
+    """With only a Storage emulator, an ID only the emulators accept is refused at init_app (Pub/Sub
+    would otherwise talk to the real service with project 'test' and fail later), with a fix."""
+    with pytest.raises(ConfigError, match=rf"{P}PROJECT={project!r} .*only the emulators accept, and Pub/Sub is "
+                                          r"not emulated.*Fix: use a real project ID such as 'test-project'"):
+        settings({P + "PROJECT": project, P + "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"})
+
+
+def test_a_real_storage_refuses_an_emulator_only_project_when_its_client_is_built() -> None:
+    """Pub/Sub emulated, Storage real, project 'test': init_app passes (Pub/Sub can use it), and
+    building the Storage client raises a ConfigError naming the key and the fix, before any
+    credentials are looked up; the Pub/Sub clients are built."""
+    app = Flask(__name__)
+    app.config.update({P + "PROJECT": "test", P + "PUBSUB_EMULATOR_HOST": "127.0.0.1:1", P + "EXIT_HANDLERS": False})
+    CloudClients(app)
+    registry = CloudClients.get_registry(app)
+    try:
+        with pytest.raises(ConfigError, match=rf"{P}PROJECT='test' .*only the emulators accept, but Storage is not "
+                                              rf"emulated.*Fix: .*or set {P}STORAGE_EMULATOR_HOST"):
+            registry.storage  # noqa: B018 - builds the client
+        assert registry.publisher is not None and registry.subscriber is not None
+    finally:
+        registry.close(timeout=1)
+
+
 def test_every_key_can_come_from_the_environment() -> None:
     """CLOUDCLIENTS_* variables in the environment are read under their own names (Cloud Run
     sets variables, not app.config); app.config wins; the standard name comes after the

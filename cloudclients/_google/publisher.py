@@ -15,7 +15,7 @@ from google.api_core import retry as api_retry
 from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport, PublisherRestTransport
 
-from .._config import Settings
+from .._config import Settings, check_project_for
 from .._names import resolve_topic
 from .._ratelimit import RateLimitedLog
 from .channels import EmulatorUnreachableError, pubsub_transport, refused
@@ -147,7 +147,12 @@ def _retry_predicate(settings: Settings) -> Callable[[Exception], bool]:
 
 
 def build_publisher(settings: Settings, project: Callable[[], str]) -> TrackingPublisher:
-    """Build the process's publisher from *settings*."""
+    """Build the process's publisher from *settings*.
+
+    :raises ConfigError: when Pub/Sub is not emulated and the project is an ID only
+        the emulators accept.
+    """
+    check_project_for(settings, "Pub/Sub")
     retry = api_retry.Retry(
         initial=0.1,
         maximum=min(5.0, settings.publish_timeout),

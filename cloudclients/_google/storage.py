@@ -9,7 +9,7 @@ from google.auth.credentials import Credentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 
-from .._config import ConfigError, Settings
+from .._config import ConfigError, Settings, check_project_for
 from .._storage_session import BoundedSessionMixin
 from .channels import prepare
 from .credentials import anonymous, credentials
@@ -49,7 +49,12 @@ def _project_or_none(project: Callable[[], str]) -> str | None:
 
 
 def build_storage(settings: Settings, project: Callable[[], str]) -> storage.Client:
-    """Build the process's Cloud Storage client from *settings*."""
+    """Build the process's Cloud Storage client from *settings*.
+
+    :raises ConfigError: when Storage is not emulated and the project is an ID only
+        the emulators accept.
+    """
+    check_project_for(settings, "Storage")
     prepare()  # before the first client of the process, whichever it is
     if settings.storage_emulator_host is not None:
         return storage.Client(

@@ -9,14 +9,19 @@ from typing import Any
 from google.cloud import pubsub_v1
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport, SubscriberRestTransport
 
-from .._config import Settings
+from .._config import Settings, check_project_for
 from .channels import pubsub_transport
 
 __all__ = ["build_subscriber", "close_subscriber", "start_streaming_pull"]
 
 
 def build_subscriber(settings: Settings) -> pubsub_v1.SubscriberClient:
-    """Build the process's subscriber from *settings*."""
+    """Build the process's subscriber from *settings*.
+
+    :raises ConfigError: when Pub/Sub is not emulated and the project is an ID only
+        the emulators accept.
+    """
+    check_project_for(settings, "Pub/Sub")
     return pubsub_v1.SubscriberClient(
         transport=pubsub_transport(settings, SubscriberGrpcTransport, SubscriberRestTransport)
     )
