@@ -11,8 +11,9 @@ arrive. :func:`publish` records each future on ``g`` and, depending on
     response with :class:`PublishError` — a 503 the app can handle with
     ``@app.errorhandler(PublishError)``. A 2xx therefore means "confirmed".
 ``after_response``
-    the response is not held up; each failure is logged (topic, attributes,
-    error) and counted in ``registry.stats()`` (``clients.publisher.metrics.failed``).
+    the response is not held up; each failure is logged (topic and error, at most
+    one line per topic every 10 s with the count of the rest) and counted in
+    ``registry.stats()`` (``clients.publisher.metrics.failed``).
 
 Outside a request (a CLI command, a job in an app context) nothing waits:
 failures are logged as in ``after_response``; call
@@ -33,11 +34,16 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from ._config import Settings
 from ._names import resolve_topic
+from ._ratelimit import RateLimitedLog
 from ._state import app_state
 
 __all__ = ["PublishError", "PublishFailure", "after_request", "confirm_publishes", "publish", "teardown"]
 
 log = logging.getLogger("cloudclients")
+# Publish failures come in bursts (an outage fails every request's publish): one line per
+# topic per interval, with the count of the rest. Topic and error only: attribute values
+# and the payload are application data.
+_failures = RateLimitedLog(log)
 
 #: The request's publishes: cloudclients' one attribute on ``g``.
 _G_KEY = "_cloudclients"
@@ -50,14 +56,20 @@ _GRACE = 2.0
 
 @dataclass(frozen=True)
 class PublishFailure:
-    """One publish that did not succeed: where it went and why."""
+    """One publish that did not succeed: where it went and why.
+
+    Its ``str`` (what log lines and the 503 body show) names the topic, the
+    attribute *names* and the error; attribute values, like the payload, are
+    application data and appear nowhere but in :attr:`attributes`.
+    """
 
     topic: str
     attributes: Mapping[str, str]
     error: str
 
     def __str__(self) -> str:
-        return f"{self.topic} {dict(self.attributes)}: {self.error}"
+        names = f" (attributes {', '.join(sorted(self.attributes))})" if self.attributes else ""
+        return f"{self.topic}{names}: {self.error}"
 
 
 class PublishError(ServiceUnavailable):
@@ -86,6 +98,8 @@ class _Tracked:
     attributes: dict[str, str]
     #: ``describe(exc)``: the one-line account of a failure (the publisher knows the emulator host).
     describe: Callable[[BaseException], str]
+    #: Failures are rate-limited per app and topic.
+    log_key: str = ""
     confirmed: bool = False
 
 
@@ -116,7 +130,7 @@ def publish(topic: str, data: bytes | str, *, ordering_key: str = "", **attribut
         future: Future[str] = publisher.publish(name, payload, ordering_key=ordering_key, **attributes)
     else:  # resolves the name and checks the data exactly as get_publisher().publish() does
         future, name = cc_publish(topic, data, ordering_key, attributes, tracked=True)
-    tracked = _Tracked(future, name, dict(attributes), getattr(publisher, "describe", _describe))
+    tracked = _Tracked(future, name, dict(attributes), getattr(publisher, "describe", _describe), f"{id(state)} {name}")
     if has_request_context() and state.settings.publish_confirm == "before_response":
         bucket: _RequestPublishes | None = g.get(_G_KEY)
         if bucket is None:
@@ -153,22 +167,25 @@ def _confirm(bucket: _RequestPublishes, settings: Settings, timeout: float | Non
     started = time.monotonic()
     _wait_all([t.future for t in pending], started + limit)
     ids: list[str] = []
-    failures: list[PublishFailure] = []
+    failures: list[tuple[_Tracked, PublishFailure]] = []
     for tracked in pending:
         tracked.confirmed = True
         future = tracked.future
         if not future.done():
             # Still running: log its outcome when it comes, so it is never silent.
             future.add_done_callback(lambda f, t=tracked: _log_if_failed(t))  # type: ignore[misc]
-            failures.append(PublishFailure(tracked.topic, tracked.attributes, f"not confirmed within {limit:.1f} s"))
+            failures.append((tracked, PublishFailure(tracked.topic, tracked.attributes,
+                                                     f"not confirmed within {limit:.1f} s")))
         elif (exc := _exception(future)) is not None:
-            failures.append(PublishFailure(tracked.topic, tracked.attributes, tracked.describe(exc)))
+            failures.append((tracked, PublishFailure(tracked.topic, tracked.attributes, tracked.describe(exc))))
         else:
             ids.append(future.result())
     if failures:
-        for failure in failures:
-            log.error("cloudclients: publish failed after %.1f s: %s", time.monotonic() - started, failure)
-        raise PublishError(failures)
+        seconds = time.monotonic() - started
+        for tracked, failure in failures:
+            _failures.error(tracked.log_key, "cloudclients: publish to %s failed after %.1f s: %s",
+                            failure.topic, seconds, failure.error)
+        raise PublishError([failure for _, failure in failures])
     return ids
 
 
@@ -239,5 +256,4 @@ def _describe(exc: BaseException) -> str:
 def _log_if_failed(tracked: _Tracked) -> None:
     exc = _exception(tracked.future)
     if exc is not None:
-        log.error("cloudclients: publish failed: %s",
-                  PublishFailure(tracked.topic, tracked.attributes, tracked.describe(exc)))
+        _failures.error(tracked.log_key, "cloudclients: publish to %s failed: %s", tracked.topic, tracked.describe(exc))

@@ -114,7 +114,10 @@ class TrackingPublisher(pubsub_v1.PublisherClient):  # type: ignore[misc]
         if failed and pending is not None and not pending.tracked:
             exc = future.exception() if not future.cancelled() else concurrent.futures.CancelledError()
             assert exc is not None
-            self._cc_log.error(pending.topic, "cloudclients: publish to %s failed and nobody waited for it: %s",
+            # Whether the caller looks at the future is unknowable here (it may wait on it
+            # later, or never): the failure is logged either way, so none is silent.
+            self._cc_log.error(pending.topic, "cloudclients: publish to %s failed (a get_publisher().publish() "
+                               "future; logged whether or not its caller checks it): %s",
                                pending.topic, self.describe(exc))
 
     def outstanding(self) -> list[concurrent.futures.Future[str]]:
