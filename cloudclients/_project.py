@@ -6,12 +6,16 @@ in the credentials or the metadata server. Discovery may touch the network, so
 it never runs in ``init_app`` (a gunicorn ``--preload`` master): it runs the
 first time something in a worker needs a project — a short topic name, the
 Storage client, a health ping — and its answer is kept (plain data, valid in
-forked children too).
+forked children too). A failed discovery is not repeated on every use: the
+next attempt waits 2 s, then 4, 8 … up to 60 s (a negative cache with backoff),
+so a process off GCP does not ask the metadata server on every request, and
+one on GCP whose metadata server hiccuped still finds the project later.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from ._config import ConfigError
@@ -29,14 +33,33 @@ class ProjectSource(ProcessBound):
     :param configured: the project from the settings, if any.
     :param discover: called at most once (successfully) per process lineage.
     :param unset_fix: what to tell the user when there is no project anywhere.
+    :param retry_after: seconds before a failed discovery is tried again; doubled
+        per failure up to *max_retry_after*.
+    :param clock: monotonic clock (tests pass a fake one).
     """
 
-    def __init__(self, configured: str | None, discover: Discover, unset_fix: str) -> None:
+    def __init__(
+        self,
+        configured: str | None,
+        discover: Discover,
+        unset_fix: str,
+        *,
+        retry_after: float = 2.0,
+        max_retry_after: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
         self._value = configured
         self._discover = discover
         self._unset_fix = unset_fix
         self._lock = threading.Lock()
+        # The negative cache: after a failed discovery, none is attempted before _retry_at
+        # (the metadata server is not asked on every request); the wait doubles per failure.
+        self._first_wait = retry_after
+        self._max_wait = max_retry_after
+        self._clock = clock
+        self._wait = 0.0
+        self._retry_at: float | None = None
 
     @property
     def known(self) -> str | None:
@@ -53,15 +76,24 @@ class ProjectSource(ProcessBound):
             return value
         self._checkpid()
         with self._lock:
-            if self._value is None:
-                found = self._discover()
-                if not found:
-                    raise ConfigError(
-                        "No Google Cloud project: CLOUDCLIENTS_PROJECT and GOOGLE_CLOUD_PROJECT are not set and "
-                        f"none could be discovered. Fix: {self._unset_fix}"
-                    )
-                self._value = found
-            return self._value
+            if self._value is not None:
+                return self._value
+            now = self._clock()
+            if self._retry_at is not None and now < self._retry_at:
+                raise self._error(f" (not asked again for {self._retry_at - now:.0f} s after the last failure)")
+            found = self._discover()
+            if not found:
+                self._wait = min(self._max_wait, self._wait * 2 if self._wait else self._first_wait)
+                self._retry_at = self._clock() + self._wait
+                raise self._error(f" (asked again in {self._wait:.0f} s at the earliest)")
+            self._value = found
+            return found
+
+    def _error(self, when: str) -> ConfigError:
+        return ConfigError(
+            "No Google Cloud project: CLOUDCLIENTS_PROJECT and GOOGLE_CLOUD_PROJECT are not set and none could be "
+            f"discovered{when}. Fix: {self._unset_fix}"
+        )
 
     def _fork_locks(self) -> list[threading.Lock]:
         return [self._lock]

@@ -128,3 +128,77 @@ def test_fully_emulated_apps_never_consult_adc_or_the_metadata_server(
     result = run(config, metadata, tmp_path)
     assert "any ID works against the emulators" in str(result["error"])
     assert metadata.paths == []
+
+
+_REPEAT_SCRIPT = r"""
+import sys
+from flask import Flask
+from cloudclients import CloudClients, ConfigError
+
+app = Flask("off-gcp")
+app.config.update(CLOUDCLIENTS_EXIT_HANDLERS=False)
+CloudClients(app)
+registry = CloudClients.get_registry(app)
+
+def attempt():
+    try:
+        return registry.project
+    except ConfigError as exc:
+        return str(exc)
+
+print("FIRST", attempt(), flush=True)
+input()                                   # the test counts the metadata requests so far
+for _ in range(20):
+    last = attempt()
+print("AGAIN", last, flush=True)
+"""
+
+
+def test_a_failed_discovery_is_not_repeated_on_every_use(tmp_path: Path) -> None:
+    """Off GCP (the loopback metadata server answers 404): the first use asks the metadata server
+    and fails; the next 20 uses right after fail at once without asking again (each one asked
+    anew before), saying when it will be asked again."""
+    absent = FakeMetadataServer(project=None)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "GCE_"))}
+        env.update(absent.env, CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
+        proc = subprocess.Popen([sys.executable, "-c", _REPEAT_SCRIPT], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("FIRST No Google Cloud project"), first + (proc.stderr.read() if proc.stderr else "")
+        asked = len(absent.paths)
+        assert asked > 0
+        out, err = proc.communicate("go\n", timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+    finally:
+        absent.stop()
+    assert len(absent.paths) == asked, absent.paths
+    assert "not asked again for" in out
+
+
+def test_discovery_is_retried_later_with_a_growing_wait() -> None:
+    """After a failure the project is looked for again once the wait is over (2 s, then 4, 8 …, at
+    most 60 s), and found then: a metadata server that hiccuped does not leave the worker without
+    a project. (A fake clock: the schedule is checked without waiting for it.)"""
+    from cloudclients import ConfigError
+    from cloudclients._project import ProjectSource
+
+    now = [100.0]
+    answers = [None, None, "late-project"]
+    calls: list[float] = []
+
+    def discover() -> str | None:
+        calls.append(now[0])
+        return answers[len(calls) - 1]
+
+    source = ProjectSource(None, discover, "set it.", clock=lambda: now[0])
+    for advance in (0.0, 1.9, 0.1, 3.9):  # fails at 100 (wait 2 s), 101.9 (cached), 102 (wait 4 s), 105.9
+        now[0] += advance
+        with pytest.raises(ConfigError):
+            source.get()
+    now[0] += 0.1
+    assert source.get() == "late-project"
+    assert calls == [100.0, 102.0, 106.0]
+    now[0] += 1000
+    assert source.get() == "late-project" and len(calls) == 3
