@@ -25,7 +25,10 @@ when an audience is configured) — a ``verify=`` alone replaces the token check
 ``oidc_or_emulator``
     The same, except that while a Pub/Sub emulator is configured a push
     without a token passes (an emulator may not sign pushes). One setting for
-    local runs and production.
+    local runs and production. A token that is present is verified when an
+    audience is known (the app's or the endpoint's); in emulator mode with no
+    audience there is nothing to check it against and it is not checked
+    (``init_app`` warns).
 ``platform``
     The platform in front (Cloud Run with ``--no-allow-unauthenticated``, IAP,
     an API gateway) already authenticated the request; nothing is checked here

@@ -346,6 +346,19 @@ def test_oidc_without_an_audience_warns_at_init_app_and_each_endpoint_must_bring
     assert len(problems) == 1 and "push endpoint 'invoices' can never accept a push" in problems[0], status.output
 
 
+def test_oidc_or_emulator_without_an_audience_says_tokens_are_not_checked(caplog: pytest.LogCaptureFixture) -> None:
+    """oidc_or_emulator against the emulator with no audience anywhere: pushes pass, and a token
+    that comes along is not checked (there is nothing to check it against) — init_app says so at
+    WARNING, as docs/receiving.md does, instead of promising a verification that never happens."""
+    with caplog.at_level(logging.WARNING, logger="cloudclients"):
+        app, seen = make_app(PUSH_AUTH="oidc_or_emulator", PUBSUB_EMULATOR_HOST=EMULATOR)
+    [warning] = [r for r in caplog.records if "without CLOUDCLIENTS_PUSH_AUDIENCE" in r.getMessage()]
+    assert "their tokens are not checked" in warning.getMessage()
+    assert post(app).status_code == 204
+    assert post(app, "not.a.token").status_code == 204  # the documented behaviour
+    assert len(seen) == 2
+
+
 def test_endpoints_registered_after_init_app_are_reported_by_the_worker_hooks_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
