@@ -28,15 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 
 from ._config import Settings
 from ._push import ORIGINAL_MARK, WRAPPER_MARK, Options, plan_for
+from ._ratelimit import RateLimitedLog
 from ._state import CloudClientsState, app_state
 
 __all__ = ["Finding", "audit", "audit_push_endpoints", "report_push_endpoints"]
 
 log = logging.getLogger("cloudclients")
+# Every push to a misordered route is refused: one line per route every 10 s, then a count.
+_refusals = RateLimitedLog(log)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ def report_push_endpoints(app: Flask, state: CloudClientsState) -> None:
 
 def _misordered(fix: str) -> Callable[..., Response]:
     def misordered(*args: Any, **kwargs: Any) -> Response:
-        log.error("cloudclients: push to %s refused (500): %s", request.path, fix)
+        _refusals.error(f"{id(current_app._get_current_object())} {request.endpoint}",  # type: ignore[attr-defined]
+                        "cloudclients: push to %s refused (500): %s", request.path, fix)
         response = jsonify(error="push endpoint misconfigured", detail=fix)
         response.status_code = 500
         return response

@@ -258,9 +258,11 @@ def test_the_decorator_order_mistake_is_caught_with_the_fix(caplog: pytest.LogCa
 
     with caplog.at_level(logging.ERROR, logger="cloudclients"):
         response = post(app)
+        assert all(post(app).status_code == 500 for _ in range(10))
     assert response.status_code == 500
     assert "put @push_endpoint under the route decorator" in response.get_json()["detail"]
     assert any("@push_endpoint is above @app.route" in r.getMessage() for r in caplog.records)
+    assert len([r for r in caplog.records if "refused (500)" in r.getMessage()]) == 1  # rate-limited
 
 
 def test_cli_status_lists_push_problems_and_exits_1(issuer: LocalIssuer) -> None:
