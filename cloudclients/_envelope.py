@@ -132,7 +132,7 @@ def parse_push_envelope(body: Any) -> ReceivedMessage:
     reader = _Reader()
     message = body.get("message")
     if message is None:
-        reader.problems.append(f"'message' is missing. {UNWRAP_HINT}")
+        reader.problems.append(f"'message' is {'null' if 'message' in body else 'missing'}. {UNWRAP_HINT}")
         message = {}
     elif not isinstance(message, Mapping):
         reader.problems.append("'message' is not an object")
