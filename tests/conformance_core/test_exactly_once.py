@@ -19,7 +19,8 @@ from google.cloud.pubsub_v1.subscriber import exceptions as sub_exceptions
 from google.cloud.pubsub_v1.subscriber._protocol import streaming_pull_manager
 from google.protobuf import field_mask_pb2
 
-from tests.conformance_core.conftest import Target
+from tests.conformance_core.conftest import Target, xfail_official
+from tests.conformance_core.rawstream import RawStream
 from tests.conformance_core.test_streaming import publish
 from tests.helpers import wait_for
 
@@ -81,3 +82,32 @@ def test_ack_with_response_through_subscribe(target: Target) -> None:
     assert results[b"m0"] is sub_exceptions.AcknowledgeStatus.SUCCESS
     assert results[b"m1"] is sub_exceptions.AcknowledgeStatus.INVALID_ACK_ID
     assert seen.count(b"m0") == 1
+
+
+def test_stream_acks_and_modacks_are_confirmed(request: pytest.FixtureRequest, target: Target) -> None:
+    """On an exactly-once subscription, an ack sent on the stream is answered with
+    ``acknowledge_confirmation`` (StreamingPullResponse field 5) and a lease change with
+    ``modify_ack_deadline_confirmation`` (field 3), each naming the ack ids that took effect and those
+    that did not."""
+    xfail_official(request, target, "the official emulator confirms lease changes on the stream "
+                   "but sends no acknowledge_confirmation")
+    topic = target.topic()
+    sub = target.subscription(topic, enable_exactly_once_delivery=True)
+    publish(target, topic, 2)
+    stream = RawStream(target, sub)
+    try:
+        assert wait_for(lambda: len(stream.received) == 2, 20)
+        (first, _), (second, _) = stream.received
+        target.subscriber.modify_ack_deadline(subscription=sub, ack_ids=[second], ack_deadline_seconds=0)
+        stream.send(modify_deadline_ack_ids=[first, second], modify_deadline_seconds=[30, 30])
+        assert wait_for(lambda: any(r.modify_ack_deadline_confirmation.ack_ids for r in stream.responses), 10)
+        stream.send(ack_ids=[first, second])
+        assert wait_for(lambda: any(r.acknowledge_confirmation.ack_ids for r in stream.responses), 10)
+    finally:
+        stream.cancel()
+    with stream.lock:
+        modacks = [r.modify_ack_deadline_confirmation for r in stream.responses
+                   if r.modify_ack_deadline_confirmation.ack_ids]
+        acks = [r.acknowledge_confirmation for r in stream.responses if r.acknowledge_confirmation.ack_ids]
+    assert [(list(m.ack_ids), list(m.invalid_ack_ids)) for m in modacks] == [([first], [second])]
+    assert [(list(a.ack_ids), list(a.invalid_ack_ids)) for a in acks] == [([first], [second])]
