@@ -67,7 +67,9 @@ class StreamHandler(Protocol):
 
     def on_half_close(self) -> None: ...
 
-    def on_cancel(self) -> None: ...
+    def on_cancel(self) -> None:
+        """The call is over: the client cancelled, the connection dropped, or the gRPC layer ended it
+        (a message it could not take). Also called after the handler ended the call itself: idempotent."""
 
     def on_writable(self) -> None: ...
 
@@ -404,9 +406,21 @@ class GrpcConnection(asyncio.Protocol):
             self._guard(call, call.handler.on_writable)
 
     def _closed(self, call: ServerCall) -> None:
+        """*call* is over (its trailers sent, or reset by us): forget it, and tell its handler.
+
+        The handler hears ``on_cancel`` whoever ended the call: the connection
+        ends a stream itself for a message it cannot take (unparsable, too
+        large, badly compressed), and a handler that is never told stays
+        registered (an open StreamingPull counted for ever). A handler that
+        ended the call itself is told too; ``on_cancel`` must be idempotent.
+        """
+        if call.closed:
+            return
         call.closed = True
         call.out.clear()
         self.calls.pop(call.stream_id, None)
+        if call.handler is not None:
+            self._guard(call, call.handler.on_cancel)
 
     def _cancelled(self, call: ServerCall) -> None:
         """The client went away (RST_STREAM, lost connection): stop serving *call*."""
