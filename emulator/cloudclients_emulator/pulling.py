@@ -234,17 +234,19 @@ class StreamingPull(Consumer):
         self.max_messages = request.max_outstanding_messages if request.max_outstanding_messages > 0 else _UNLIMITED
         self.max_bytes = request.max_outstanding_bytes if request.max_outstanding_bytes > 0 else _UNLIMITED
         self.stream_id = self.state.add_stream(self)
-        self._handle(request)
+        self._handle(request, first=True)
         self._want()
 
     # -- requests on the stream ----------------------------------------------------------------------
 
-    def _handle(self, request: Any) -> None:
+    def _handle(self, request: Any, *, first: bool = False) -> None:
         # Acks, nacks and lease extensions may come on the stream; an empty
         # request is the client's heartbeat. The whole request is checked
         # before any of it applies; a bad one ends the stream, as the service does.
         assert self.delivery is not None and self.sub is not None
         try:
+            if not first:
+                self._check_later(request)
             self._check(request)
         except ApiError as exc:
             self.end(exc.code, exc.message)
@@ -272,6 +274,19 @@ class StreamingPull(Consumer):
             self._confirm(_ACK_CONFIRMATION, valid_acks, invalid_acks)
         if request.stream_ack_deadline_seconds:
             self.ack_deadline = float(request.stream_ack_deadline_seconds)
+
+    @staticmethod
+    def _check_later(request: Any) -> None:
+        # The proto: ``subscription`` "must not be set in subsequent requests"; the flow-control
+        # fields and ``protocol_version`` "can only be set on the initial StreamingPullRequest. If it
+        # is set on a subsequent request, the stream will be aborted with status INVALID_ARGUMENT".
+        # (``client_id`` "only needs to be provided on the initial request": allowed later.)
+        for name in ("subscription", "max_outstanding_messages", "max_outstanding_bytes", "protocol_version"):
+            value = getattr(request, name)
+            if value:
+                raise ApiError(Code.INVALID_ARGUMENT,
+                               f"{name} can only be set on the initial StreamingPullRequest (got {value!r} "
+                               f"on a later one)")
 
     @staticmethod
     def _check(request: Any) -> None:
