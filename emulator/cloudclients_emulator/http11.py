@@ -9,11 +9,13 @@ module adds the I/O and the bounds a server exposed to hostile clients needs:
   closed after ``idle_timeout``;
 - heads are limited to 64 KiB (431) and bodies to ``MAX_HTTP_BODY_BYTES``
   (413, then close);
+- a request with both Content-Length and Transfer-Encoding is refused with
+  400 and the connection closed (RFC 9112 section 6.1: request smuggling);
 - anything h11 refuses gets the status it suggests (400 for a bad
   Content-Length, say) and the connection is closed.
 
-Running out of file descriptors is handled by asyncio's accept loop, which
-backs off for a second instead of spinning.
+Accepting connections (and backing off when out of file descriptors) is
+:class:`~.front.Listener`'s job, not this module's.
 """
 
 from __future__ import annotations
@@ -141,11 +143,20 @@ class HttpConnection(asyncio.Protocol):
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+    async def _next_event(self, *, head: bool = False) -> h11.Event | type[h11.PAUSED]:
+        """The next event; with *head*, a request head over :data:`MAX_HEAD_BYTES` raises.
+
+        h11's ``max_incomplete_event_size`` bounds only a head still incomplete
+        in its buffer: one that arrives whole in a single read is parsed whatever
+        its size. So the bytes h11 consumes for the head are counted here.
+        """
         assert self.transport is not None
         while True:
+            before = len(self.h11.trailing_data[0]) if head else 0
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
+                if head and before - len(self.h11.trailing_data[0]) > MAX_HEAD_BYTES:
+                    raise _HeadTooLargeError
                 return event  # type: ignore[return-value]
             if self._lost:
                 raise _ClosedError
@@ -184,7 +195,7 @@ class HttpConnection(asyncio.Protocol):
     async def _one(self) -> bool:
         """Serve one request; False when the connection is done."""
         try:
-            event = await self._next_event()
+            event = await self._next_event(head=True)
             if isinstance(event, h11.ConnectionClosed):
                 return False
             if not isinstance(event, h11.Request):
@@ -206,6 +217,16 @@ class HttpConnection(asyncio.Protocol):
             await self._send(Response(413, f"request body larger than {MAX_HTTP_BODY_BYTES} bytes\n".encode(),
                                       "text/plain", [("connection", "close")]), head=False)
             return False
+        except _HeadTooLargeError:
+            await self._send(Response(431, f"request head larger than {MAX_HEAD_BYTES} bytes\n".encode(),
+                                      "text/plain", [("connection", "close")]), head=False)
+            return False
+        except _AmbiguousLengthError:
+            # RFC 9112 section 6.1: such a request may be a smuggling attempt; whatever the answer,
+            # the connection must be closed after it. Refused outright: no client sends both.
+            await self._send(Response(400, b"request has both Content-Length and Transfer-Encoding\n",
+                                      "text/plain", [("connection", "close")]), head=False)
+            return False
         try:
             response = await self.handler(request)
         except Exception:
@@ -223,6 +244,9 @@ class HttpConnection(asyncio.Protocol):
         return True
 
     async def _read(self, head: h11.Request) -> Request:
+        names = {name for name, _ in head.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            raise _AmbiguousLengthError
         for name, value in head.headers:
             if name == b"content-length" and int(value) > MAX_HTTP_BODY_BYTES:  # h11 checked it is digits
                 raise _BodyTooLargeError
@@ -266,6 +290,14 @@ class HttpConnection(asyncio.Protocol):
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+class _HeadTooLargeError(Exception):
+    pass
+
+
+class _AmbiguousLengthError(Exception):
+    """Both Content-Length and Transfer-Encoding (h11 would frame the body by the latter)."""
 
 
 class HttpClient:
