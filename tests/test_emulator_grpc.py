@@ -72,3 +72,42 @@ def test_a_stream_the_grpc_layer_ends_is_forgotten(env: dict[str, str], fault: s
         assert wait_for(lambda: open_streams(env) == 0, 10), "the ended stream is still counted as open"
     finally:
         raw.close()
+
+
+PUBLISH = b"/google.pubsub.v1.Publisher/Publish"
+GET_TOPIC = b"/google.pubsub.v1.Publisher/GetTopic"
+
+
+def test_unfinished_request_bytes_per_connection_are_capped(env: dict[str, str]) -> None:
+    """Four Publish calls on one connection each send 17 MiB of a message announced as 19 MiB (legal: under
+    the 20 MiB message limit) and never finish it. Past 64 MiB held for the connection, the call whose bytes
+    cross the line ends with RESOURCE_EXHAUSTED and is reset, its bytes dropped; the others, and new calls
+    on the connection, go on. (Before, every byte was held: 100,000 streams x 20 MiB per connection.)"""
+    raw = connect(env)
+    try:
+        part = b"\x00" + (19 * 1024 * 1024).to_bytes(4, "big") + b"\x00" * (17 * 1024 * 1024)
+        sids = []
+        for _ in range(4):
+            sids.append(raw.start(PUBLISH))
+            raw.send(sids[-1], part)
+        assert raw.read_until(lambda: raw.status(sids[-1]) is not None, 10), "the fourth call is still open"
+        assert raw.status(sids[-1]) == 8  # RESOURCE_EXHAUSTED
+        assert raw.streams[sids[-1]].reset is not None
+        assert all(raw.status(sid) is None and raw.streams[sid].reset is None for sid in sids[:-1])
+        probe = raw.start(GET_TOPIC)
+        raw.message(probe, b"\x0a\x05topic", end=True)  # GetTopicRequest(topic="topic")
+        assert raw.read_until(lambda: raw.status(probe) is not None, 10)
+        assert raw.status(probe) == 3  # INVALID_ARGUMENT (a bad name): answered, the connection is fine
+    finally:
+        raw.close()
+
+
+def test_concurrent_streams_per_connection_are_bounded(env: dict[str, str]) -> None:
+    """The server advertises a bounded SETTINGS_MAX_CONCURRENT_STREAMS (each open stream costs memory), but
+    high enough for 1,000+ StreamingPulls on one channel (a stock client queues streams beyond it)."""
+    raw = connect(env)
+    try:
+        assert raw.read_until(lambda: 0x3 in raw.settings, 5)
+        assert 2_000 <= raw.settings[0x3] <= 10_000
+    finally:
+        raw.close()

@@ -237,15 +237,16 @@ def _open_streams(host: str, subscription: str, count: int, opened: threading.Ev
     asyncio.run(main())
 
 
-def test_unary_calls_answer_with_600_streams_open() -> None:
-    """600 open StreamingPulls (no thread each) leave Publish, GetTopic and the admin API answering;
-    all 600 are counted as open."""
+def test_unary_calls_answer_with_1200_streams_open() -> None:
+    """1,200 open StreamingPulls on one channel (no thread each) leave Publish, GetTopic and the admin API
+    answering; all 1,200 are counted as open (a stock client queues streams beyond the server's
+    concurrent-stream limit, so that limit must stay above 1,000)."""
     with emulator() as (_, env):
         reg = registry(env)
         try:
             topic, sub = topic_and_subscription(reg, "many-streams")
             opened, stop = threading.Event(), threading.Event()
-            holder = threading.Thread(target=_open_streams, args=(env["PUBSUB_EMULATOR_HOST"], sub, 600, opened, stop),
+            holder = threading.Thread(target=_open_streams, args=(env["PUBSUB_EMULATOR_HOST"], sub, 1200, opened, stop),
                                       daemon=True)
             holder.start()
             try:
@@ -254,7 +255,7 @@ def test_unary_calls_answer_with_600_streams_open() -> None:
                     publish_raw(reg, topic, [{"data": b"x"}])  # 30 s timeout, no retry
                     reg.publisher.get_topic(topic=topic, timeout=5, retry=None)
                 stats = http(f"http://{env['PUBSUB_EMULATOR_HOST']}/admin/stats")[1]
-                assert stats["open_streams"] == 600
+                assert stats["open_streams"] == 1200
             finally:
                 stop.set()
                 holder.join(30)
