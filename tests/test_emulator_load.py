@@ -333,6 +333,30 @@ def test_a_snapshot_counts_against_the_cap_until_deleted() -> None:
             reg.close(timeout=5)
 
 
+def test_a_refused_publish_evicts_nothing() -> None:
+    """Two subscriptions at a 10-message cap: one holds 10 acked messages kept for seek (which a Publish may
+    evict), the other a backlog of 10 (which it may not). A Publish is refused with RESOURCE_EXHAUSTED
+    naming the second, and the first still has all 10 retained (they used to be evicted for a publish
+    that then failed)."""
+    with emulator("--max-messages-per-subscription", "10") as (_, env):
+        base = f"http://{env['PUBSUB_EMULATOR_HOST']}"
+        reg = registry(env)
+        try:
+            topic, retaining = topic_and_subscription(reg, "evict-a", retain_acked_messages=True)
+            backlogged = f"projects/{PROJECT}/subscriptions/evict-b"
+            reg.subscriber.create_subscription(request={"name": backlogged, "topic": topic})
+            publish_raw(reg, topic, [{"data": b"x"} for _ in range(10)])
+            _pull_and_ack(reg, retaining, 10)
+            assert http(base + "/admin/stats")[1]["subscriptions"][retaining]["retained"] == 10
+            with pytest.raises(gexc.ResourceExhausted, match="evict-b"):
+                publish_raw(reg, topic, [{"data": b"y"}])
+            stats = http(base + "/admin/stats")[1]["subscriptions"]
+            assert stats[retaining]["retained"] == 10, "retained messages evicted for a refused publish"
+            assert stats[backlogged]["backlog"] == 10
+        finally:
+            reg.close(timeout=5)
+
+
 # -- push flow control -------------------------------------------------------------------------------
 
 

@@ -290,26 +290,33 @@ class State:
             kept = msgs if predicate is None else [m for m, p in zip(msgs, messages, strict=True)
                                                    if predicate(p.attributes)]
             if kept:
-                self._make_room(sub, kept)
+                self._check_room(sub, kept)
                 routes.append((sub, kept))
         for snap_name, snap in topic.snaps.items():
             self._check_cap(f"snapshot {snap_name}", len(snap.msgs), snap.bytes, msgs,
                             "Delete the snapshot, or raise the caps.")
+        # Every holder can take its messages: only now is anything evicted (a refused Publish changes nothing).
         for sub, kept in routes:
+            self._make_room(sub, kept)
             sub.delivery.add(kept)
         for snap in topic.snaps.values():
             snap.add(msgs)
         return ids
 
-    def _make_room(self, sub: Sub, msgs: list[Msg]) -> None:
-        """Refuse the publish if *sub* cannot hold *msgs* (retained acked messages are evicted first)."""
+    def _check_room(self, sub: Sub, msgs: list[Msg]) -> None:
+        """Refuse the publish if *sub* cannot hold *msgs*, even with its retained acked messages evicted."""
         delivery, caps = sub.delivery, self.caps
         added = sum(len(m.raw) for m in msgs)
-        if len(delivery.entries) + len(msgs) <= caps.messages and delivery.held_bytes + added <= caps.bytes:
-            return
-        delivery.evict_retained(caps.messages - len(msgs), caps.bytes - added)
-        self._check_cap(f"subscription {sub.name}", len(delivery.entries), delivery.held_bytes, msgs,
-                        "Ack messages, or raise the caps.")
+        if not delivery.can_fit(caps.messages - len(msgs), caps.bytes - added):
+            self._check_cap(f"subscription {sub.name}", len(delivery.entries), delivery.held_bytes, msgs,
+                            "Ack messages, or raise the caps.")
+
+    def _make_room(self, sub: Sub, msgs: list[Msg]) -> None:
+        """Evict *sub*'s oldest retained acked messages until *msgs* fit (checked by :meth:`_check_room`)."""
+        delivery, caps = sub.delivery, self.caps
+        added = sum(len(m.raw) for m in msgs)
+        if len(delivery.entries) + len(msgs) > caps.messages or delivery.held_bytes + added > caps.bytes:
+            delivery.evict_retained(caps.messages - len(msgs), caps.bytes - added)
 
     def _check_cap(self, holder: str, count: int, size: int, msgs: list[Msg], advice: str) -> None:
         caps = self.caps
