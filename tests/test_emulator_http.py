@@ -250,3 +250,46 @@ def test_pipelined_requests_are_answered_in_order() -> None:
         statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
         assert statuses == [b"200", b"200", b"404"]
 
+
+
+def exchange_to_close(env: dict[str, str], data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Like :func:`exchange`; also whether the server closed the connection (rather than went quiet)."""
+    chunks = []
+    with socket.create_connection(address(env), timeout=timeout) as sock:
+        sock.sendall(data)
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            return b"".join(chunks), False
+    return b"".join(chunks), True
+
+
+def test_content_length_with_chunked_is_refused_and_the_connection_closed() -> None:
+    """A request with both Content-Length and Transfer-Encoding: chunked (the request-smuggling shape)
+    gets 400 and the connection is closed (RFC 9112 section 6.1), so bytes hidden behind it are never read
+    as a request of their own."""
+    with emulator() as (_, env):
+        smuggled = b"GET /admin/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+        answer, closed = exchange_to_close(env, b"POST /admin/faults HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                                           + str(5 + len(smuggled)).encode()
+                                           + b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer[:500]
+        assert b"connection: close" in answer.lower()
+        assert closed, "the connection stayed open after the ambiguous request"
+
+
+def _head(size: int) -> bytes:
+    """A GET / whose head (request line to the blank line) is exactly *size* bytes."""
+    start, end = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"\r\nConnection: close\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize(("size", "status"), [(64 * 1024, b"200"), (64 * 1024 + 1, b"431"), (70_000, b"431")])
+def test_heads_are_limited_to_64_kib(size: int, status: bytes) -> None:
+    """A request head of up to 64 KiB is served; one byte more is 431 and the connection closed, even when
+    the whole head arrives in one piece (the parser's own limit covers only heads still incomplete)."""
+    with emulator() as (_, env):
+        answer, closed = exchange_to_close(env, _head(size))
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [status], answer[:300]
+        assert closed

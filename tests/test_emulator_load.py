@@ -237,15 +237,16 @@ def _open_streams(host: str, subscription: str, count: int, opened: threading.Ev
     asyncio.run(main())
 
 
-def test_unary_calls_answer_with_600_streams_open() -> None:
-    """600 open StreamingPulls (no thread each) leave Publish, GetTopic and the admin API answering;
-    all 600 are counted as open."""
+def test_unary_calls_answer_with_1200_streams_open() -> None:
+    """1,200 open StreamingPulls on one channel (no thread each) leave Publish, GetTopic and the admin API
+    answering; all 1,200 are counted as open (a stock client queues streams beyond the server's
+    concurrent-stream limit, so that limit must stay above 1,000)."""
     with emulator() as (_, env):
         reg = registry(env)
         try:
             topic, sub = topic_and_subscription(reg, "many-streams")
             opened, stop = threading.Event(), threading.Event()
-            holder = threading.Thread(target=_open_streams, args=(env["PUBSUB_EMULATOR_HOST"], sub, 600, opened, stop),
+            holder = threading.Thread(target=_open_streams, args=(env["PUBSUB_EMULATOR_HOST"], sub, 1200, opened, stop),
                                       daemon=True)
             holder.start()
             try:
@@ -254,7 +255,7 @@ def test_unary_calls_answer_with_600_streams_open() -> None:
                     publish_raw(reg, topic, [{"data": b"x"}])  # 30 s timeout, no retry
                     reg.publisher.get_topic(topic=topic, timeout=5, retry=None)
                 stats = http(f"http://{env['PUBSUB_EMULATOR_HOST']}/admin/stats")[1]
-                assert stats["open_streams"] == 600
+                assert stats["open_streams"] == 1200
             finally:
                 stop.set()
                 holder.join(30)
@@ -328,6 +329,30 @@ def test_a_snapshot_counts_against_the_cap_until_deleted() -> None:
             stats = http(base + "/admin/stats")[1]
             assert stats["snapshots"] == {} and stats["held"] == {"messages": 0, "bytes": 0}
             publish_raw(reg, topic, [{"data": os.urandom(10_000)} for _ in range(10)])
+        finally:
+            reg.close(timeout=5)
+
+
+def test_a_refused_publish_evicts_nothing() -> None:
+    """Two subscriptions at a 10-message cap: one holds 10 acked messages kept for seek (which a Publish may
+    evict), the other a backlog of 10 (which it may not). A Publish is refused with RESOURCE_EXHAUSTED
+    naming the second, and the first still has all 10 retained (they used to be evicted for a publish
+    that then failed)."""
+    with emulator("--max-messages-per-subscription", "10") as (_, env):
+        base = f"http://{env['PUBSUB_EMULATOR_HOST']}"
+        reg = registry(env)
+        try:
+            topic, retaining = topic_and_subscription(reg, "evict-a", retain_acked_messages=True)
+            backlogged = f"projects/{PROJECT}/subscriptions/evict-b"
+            reg.subscriber.create_subscription(request={"name": backlogged, "topic": topic})
+            publish_raw(reg, topic, [{"data": b"x"} for _ in range(10)])
+            _pull_and_ack(reg, retaining, 10)
+            assert http(base + "/admin/stats")[1]["subscriptions"][retaining]["retained"] == 10
+            with pytest.raises(gexc.ResourceExhausted, match="evict-b"):
+                publish_raw(reg, topic, [{"data": b"y"}])
+            stats = http(base + "/admin/stats")[1]["subscriptions"]
+            assert stats[retaining]["retained"] == 10, "retained messages evicted for a refused publish"
+            assert stats[backlogged]["backlog"] == 10
         finally:
             reg.close(timeout=5)
 

@@ -207,6 +207,17 @@ class Delivery:
             ready.append(entry)
         self._schedule()
 
+    def can_fit(self, max_messages: int, max_bytes: int) -> bool:
+        """Whether evicting acked messages kept for seek (oldest first) would bring the holdings within
+        the bounds; evicts nothing. Costs what :meth:`evict_retained` would evict."""
+        count, size = len(self.entries), self.held_bytes
+        for entry in self.retained:
+            if count <= max_messages and size <= max_bytes:
+                break
+            count -= 1
+            size -= len(entry.msg.raw)
+        return count <= max_messages and size <= max_bytes
+
     def evict_retained(self, max_messages: int, max_bytes: int) -> None:
         """Drop the oldest acked messages kept for seek until the holdings fit the bounds."""
         while self.retained and (len(self.entries) > max_messages or self.held_bytes > max_bytes):

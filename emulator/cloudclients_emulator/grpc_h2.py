@@ -47,11 +47,17 @@ _CONFIG = h2.config.H2Configuration(
     validate_outbound_headers=False, normalize_outbound_headers=False,
 )
 _SETTINGS = {
-    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100_000,  # h2's default of 100 would queue streams
+    # A stock gRPC client queues streams beyond this (measured: with 1,000, the 1,001st StreamingPull on
+    # a channel never opens), and users hold 1,000+ on one channel; an open stream costs about 2 KB here.
+    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 10_000,
     h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 4 * 1024 * 1024,
     h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
 }
 _CONNECTION_WINDOW = 16 * 1024 * 1024
+#: Request bytes one connection may hold unfinished, over all its calls. DATA is acknowledged at once
+#: (so a message larger than the stream window can arrive at all), so without this bound a client could
+#: make the server hold MAX_CONCURRENT_STREAMS x 20 MiB of half-sent messages.
+MAX_BUFFERED_PER_CONNECTION = 64 * 1024 * 1024
 #: A streaming call with more than this queued for the client is not writable.
 _HIGH_WATER = 512 * 1024
 
@@ -67,7 +73,9 @@ class StreamHandler(Protocol):
 
     def on_half_close(self) -> None: ...
 
-    def on_cancel(self) -> None: ...
+    def on_cancel(self) -> None:
+        """The call is over: the client cancelled, the connection dropped, or the gRPC layer ended it
+        (a message it could not take). Also called after the handler ended the call itself: idempotent."""
 
     def on_writable(self) -> None: ...
 
@@ -157,6 +165,8 @@ class GrpcConnection(asyncio.Protocol):
         self.methods = methods
         self.on_lost = on_lost
         self.calls: dict[int, ServerCall] = {}
+        #: Bytes of request messages held (partial ones, and unary requests waiting for their end of stream).
+        self.buffered = 0
         self.transport: asyncio.Transport | None = None
         self._receiving = False
         self._flush_pending = False
@@ -240,7 +250,9 @@ class GrpcConnection(asyncio.Protocol):
         if call is None or call.closed or call.trailers is not None:
             return
         buf = call.inbuf
-        buf += event.data or b""
+        data = event.data or b""
+        buf += data
+        self.buffered += len(data)
         while len(buf) >= 5:
             size = int.from_bytes(buf[1:5], "big")
             if size > MAX_GRPC_RECEIVE_BYTES:
@@ -249,10 +261,11 @@ class GrpcConnection(asyncio.Protocol):
                 self._reset(call)
                 return
             if len(buf) < 5 + size:
-                return
+                break
             compressed = buf[0]
             payload = bytes(buf[5:5 + size])
             del buf[:5 + size]
+            self.buffered -= 5 + size
             if compressed:
                 try:
                     payload = self._decompress(call, payload)
@@ -266,6 +279,7 @@ class GrpcConnection(asyncio.Protocol):
                     self._reset(call)
                     return
                 call.request = payload
+                self.buffered += len(payload)
             else:
                 try:
                     request = call.method.request_type.FromString(payload)
@@ -274,6 +288,13 @@ class GrpcConnection(asyncio.Protocol):
                     self._reset(call)
                     return
                 self._guard(call, call.handler.on_message, request)
+        if self.buffered > MAX_BUFFERED_PER_CONNECTION and not call.closed and call.trailers is None:
+            # The call whose bytes crossed the line is refused (as a message over the size limit
+            # is): the client sees RESOURCE_EXHAUSTED on it, the connection's other calls go on.
+            call.finish(Code.RESOURCE_EXHAUSTED,
+                        f"The connection holds more than {MAX_BUFFERED_PER_CONNECTION} bytes of unfinished "
+                        "request messages; this call's were dropped")
+            self._reset(call)
 
     @staticmethod
     def _decompress(call: ServerCall, payload: bytes) -> bytes:
@@ -305,6 +326,7 @@ class GrpcConnection(asyncio.Protocol):
         except Exception:  # any decode failure of hostile bytes
             call.finish(Code.INVALID_ARGUMENT, "The request could not be parsed")
             return
+        self.buffered -= len(call.request)
         call.request = None
         assert call.method.unary is not None
         try:
@@ -404,9 +426,22 @@ class GrpcConnection(asyncio.Protocol):
             self._guard(call, call.handler.on_writable)
 
     def _closed(self, call: ServerCall) -> None:
+        """*call* is over (its trailers sent, or reset by us): forget it, and tell its handler.
+
+        The handler hears ``on_cancel`` whoever ended the call: the connection
+        ends a stream itself for a message it cannot take (unparsable, too
+        large, badly compressed), and a handler that is never told stays
+        registered (an open StreamingPull counted for ever). A handler that
+        ended the call itself is told too; ``on_cancel`` must be idempotent.
+        """
+        if call.closed:
+            return
         call.closed = True
         call.out.clear()
+        self._release(call)
         self.calls.pop(call.stream_id, None)
+        if call.handler is not None:
+            self._guard(call, call.handler.on_cancel)
 
     def _cancelled(self, call: ServerCall) -> None:
         """The client went away (RST_STREAM, lost connection): stop serving *call*."""
@@ -414,10 +449,17 @@ class GrpcConnection(asyncio.Protocol):
             return
         call.closed = True
         call.out.clear()
+        self._release(call)
         if call.future is not None:
             call.future.cancel()
         if call.handler is not None:
             self._guard(call, call.handler.on_cancel)
+
+    def _release(self, call: ServerCall) -> None:
+        """Drop what *call* holds of its requests (it is over)."""
+        self.buffered -= len(call.inbuf) + (len(call.request) if call.request is not None else 0)
+        call.inbuf.clear()
+        call.request = None
 
     def _reset(self, call: ServerCall) -> None:
         """Stop the client sending more on a call already answered."""

@@ -9,11 +9,13 @@ module adds the I/O and the bounds a server exposed to hostile clients needs:
   closed after ``idle_timeout``;
 - heads are limited to 64 KiB (431) and bodies to ``MAX_HTTP_BODY_BYTES``
   (413, then close);
+- a request with both Content-Length and Transfer-Encoding is refused with
+  400 and the connection closed (RFC 9112 section 6.1: request smuggling);
 - anything h11 refuses gets the status it suggests (400 for a bad
   Content-Length, say) and the connection is closed.
 
-Running out of file descriptors is handled by asyncio's accept loop, which
-backs off for a second instead of spinning.
+Accepting connections (and backing off when out of file descriptors) is
+:class:`~.front.Listener`'s job, not this module's.
 """
 
 from __future__ import annotations
@@ -141,11 +143,20 @@ class HttpConnection(asyncio.Protocol):
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+    async def _next_event(self, *, head: bool = False) -> h11.Event | type[h11.PAUSED]:
+        """The next event; with *head*, a request head over :data:`MAX_HEAD_BYTES` raises.
+
+        h11's ``max_incomplete_event_size`` bounds only a head still incomplete
+        in its buffer: one that arrives whole in a single read is parsed whatever
+        its size. So the bytes h11 consumes for the head are counted here.
+        """
         assert self.transport is not None
         while True:
+            before = len(self.h11.trailing_data[0]) if head else 0
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
+                if head and before - len(self.h11.trailing_data[0]) > MAX_HEAD_BYTES:
+                    raise _HeadTooLargeError
                 return event  # type: ignore[return-value]
             if self._lost:
                 raise _ClosedError
@@ -184,7 +195,7 @@ class HttpConnection(asyncio.Protocol):
     async def _one(self) -> bool:
         """Serve one request; False when the connection is done."""
         try:
-            event = await self._next_event()
+            event = await self._next_event(head=True)
             if isinstance(event, h11.ConnectionClosed):
                 return False
             if not isinstance(event, h11.Request):
@@ -206,6 +217,16 @@ class HttpConnection(asyncio.Protocol):
             await self._send(Response(413, f"request body larger than {MAX_HTTP_BODY_BYTES} bytes\n".encode(),
                                       "text/plain", [("connection", "close")]), head=False)
             return False
+        except _HeadTooLargeError:
+            await self._send(Response(431, f"request head larger than {MAX_HEAD_BYTES} bytes\n".encode(),
+                                      "text/plain", [("connection", "close")]), head=False)
+            return False
+        except _AmbiguousLengthError:
+            # RFC 9112 section 6.1: such a request may be a smuggling attempt; whatever the answer,
+            # the connection must be closed after it. Refused outright: no client sends both.
+            await self._send(Response(400, b"request has both Content-Length and Transfer-Encoding\n",
+                                      "text/plain", [("connection", "close")]), head=False)
+            return False
         try:
             response = await self.handler(request)
         except Exception:
@@ -223,6 +244,9 @@ class HttpConnection(asyncio.Protocol):
         return True
 
     async def _read(self, head: h11.Request) -> Request:
+        names = {name for name, _ in head.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            raise _AmbiguousLengthError
         for name, value in head.headers:
             if name == b"content-length" and int(value) > MAX_HTTP_BODY_BYTES:  # h11 checked it is digits
                 raise _BodyTooLargeError
@@ -268,11 +292,37 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+class _HeadTooLargeError(Exception):
+    pass
+
+
+class _AmbiguousLengthError(Exception):
+    """Both Content-Length and Transfer-Encoding (h11 would frame the body by the latter)."""
+
+
+class _NoAnswerError(ConnectionError):
+    """The connection failed before a byte of the answer came (a reused one may have been closed under us)."""
+
+
+#: A pooled push connection idle longer than this is closed rather than reused: servers close idle
+#: keep-alive connections after a few seconds (gunicorn 2 s, Node and uvicorn 5 s), and a request sent
+#: on one as it closes is lost. (Closed ones we have seen the end of are dropped whatever their age.)
+POOL_IDLE_S = 4.0
+
+
 class HttpClient:
-    """A small HTTP/1.1 client for push: keep-alive connections, one request at a time on each."""
+    """A small HTTP/1.1 client for push: keep-alive connections, one request at a time on each.
+
+    A connection taken from the pool may have been closed by the server since
+    (keep-alive servers close idle connections). One whose close has been seen,
+    or idle over :data:`POOL_IDLE_S`, is not reused; and a request on a reused
+    connection that fails before any byte of an answer is sent again, once, on
+    a new connection: it never reached the endpoint's application, so it is not
+    a failed delivery (each one counts as an attempt for dead-lettering).
+    """
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]]] = {}
 
     async def post(self, url: str, body: bytes, headers: list[tuple[str, str]], timeout: float) -> int:
         """POST *body* to *url*; return the status code.
@@ -288,22 +338,43 @@ class HttpClient:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rsplit("@", 1)[-1]
         async with asyncio.timeout(timeout):
-            idle = self._idle.get(key)
-            conn = idle.pop() if idle else None
-            if conn is None:
-                context = ssl.create_default_context() if scheme == "https" else None
-                conn = await asyncio.open_connection(parts.hostname, port, ssl=context)
-            reader, writer = conn
-            try:
-                status, reusable = await self._exchange(reader, writer, (host, target), body, headers)
-            except BaseException:
-                writer.close()
-                raise
+            conn = self._pooled(key)
+            reused = conn is not None
+            while True:
+                if conn is None:
+                    context = ssl.create_default_context() if scheme == "https" else None
+                    conn = await asyncio.open_connection(parts.hostname, port, ssl=context)
+                reader, writer = conn
+                try:
+                    status, reusable = await self._exchange(reader, writer, (host, target), body, headers)
+                except _NoAnswerError:
+                    writer.close()
+                    if not reused:
+                        raise
+                    log.debug("push to %s: pooled connection was closed by the endpoint; sending again", url)
+                    conn, reused = None, False
+                    continue
+                except BaseException:
+                    writer.close()
+                    raise
+                break
         if reusable:
-            self._idle.setdefault(key, []).append(conn)
+            self._idle.setdefault(key, []).append((reader, writer, asyncio.get_running_loop().time()))
         else:
             writer.close()
         return status
+
+    def _pooled(self, key: tuple[str, str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection to *key* still worth trying; stale ones are closed."""
+        idle = self._idle.get(key)
+        now = asyncio.get_running_loop().time()
+        while idle:
+            reader, writer, since = idle.pop()
+            if reader.at_eof() or writer.is_closing() or now - since > POOL_IDLE_S:
+                writer.close()
+                continue
+            return reader, writer
+        return None
 
     @staticmethod
     async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: tuple[str, str],
@@ -312,25 +383,32 @@ class HttpClient:
         conn = h11.Connection(h11.CLIENT)
         request = h11.Request(method="POST", target=target, headers=[
             ("host", host), ("content-length", str(len(body))), *headers])
-        writer.write(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-        await writer.drain()
-        status = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.EndOfMessage):
-                return status, conn.our_state is h11.DONE and conn.their_state is h11.DONE
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("the push endpoint closed the connection without an answer")
+        answered = False
+        try:
+            writer.write(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            status = 0
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    answered = answered or bool(data)
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.EndOfMessage):
+                    return status, conn.our_state is h11.DONE and conn.their_state is h11.DONE
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ConnectionError("the push endpoint closed the connection without an answer")
+        except (ConnectionError, h11.RemoteProtocolError) as exc:
+            if not answered:
+                raise _NoAnswerError(str(exc)) from exc
+            raise
 
     def close(self) -> None:
         for conns in self._idle.values():
-            for _, writer in conns:
+            for _, writer, _ in conns:
                 with contextlib.suppress(Exception):
                     writer.close()
         self._idle.clear()

@@ -45,6 +45,8 @@ _SMALL = [bytes((i,)) for i in range(128)]
 #: StreamingPullResponse): the client switches to its exactly-once mode only if
 #: every response says so.
 _EXACTLY_ONCE_PROPERTIES = b"\x22\x02\x08\x01"
+#: StreamingPullResponse's ``acknowledge_confirmation`` and ``modify_ack_deadline_confirmation`` fields.
+_ACK_CONFIRMATION, _MODACK_CONFIRMATION = 5, 3
 #: Without a limit (0, or negative: "no limit", per the proto's comments).
 _UNLIMITED = 1 << 62
 
@@ -232,17 +234,19 @@ class StreamingPull(Consumer):
         self.max_messages = request.max_outstanding_messages if request.max_outstanding_messages > 0 else _UNLIMITED
         self.max_bytes = request.max_outstanding_bytes if request.max_outstanding_bytes > 0 else _UNLIMITED
         self.stream_id = self.state.add_stream(self)
-        self._handle(request)
+        self._handle(request, first=True)
         self._want()
 
     # -- requests on the stream ----------------------------------------------------------------------
 
-    def _handle(self, request: Any) -> None:
+    def _handle(self, request: Any, *, first: bool = False) -> None:
         # Acks, nacks and lease extensions may come on the stream; an empty
         # request is the client's heartbeat. The whole request is checked
         # before any of it applies; a bad one ends the stream, as the service does.
         assert self.delivery is not None and self.sub is not None
         try:
+            if not first:
+                self._check_later(request)
             self._check(request)
         except ApiError as exc:
             self.end(exc.code, exc.message)
@@ -264,11 +268,25 @@ class StreamingPull(Consumer):
                 invalid_mods += self.delivery.modify(ack_ids, seconds)
             if self.sub.exactly_once:
                 bad = set(invalid_mods)
-                self._confirm(3, [a for a in request.modify_deadline_ack_ids if a not in bad], invalid_mods)
+                ok = [a for a in request.modify_deadline_ack_ids if a not in bad]
+                self._confirm(_MODACK_CONFIRMATION, ok, invalid_mods)
         if request.ack_ids and self.sub.exactly_once:
-            self._confirm(2, valid_acks, invalid_acks)
+            self._confirm(_ACK_CONFIRMATION, valid_acks, invalid_acks)
         if request.stream_ack_deadline_seconds:
             self.ack_deadline = float(request.stream_ack_deadline_seconds)
+
+    @staticmethod
+    def _check_later(request: Any) -> None:
+        # The proto: ``subscription`` "must not be set in subsequent requests"; the flow-control
+        # fields and ``protocol_version`` "can only be set on the initial StreamingPullRequest. If it
+        # is set on a subsequent request, the stream will be aborted with status INVALID_ARGUMENT".
+        # (``client_id`` "only needs to be provided on the initial request": allowed later.)
+        for name in ("subscription", "max_outstanding_messages", "max_outstanding_bytes", "protocol_version"):
+            value = getattr(request, name)
+            if value:
+                raise ApiError(Code.INVALID_ARGUMENT,
+                               f"{name} can only be set on the initial StreamingPullRequest (got {value!r} "
+                               f"on a later one)")
 
     @staticmethod
     def _check(request: Any) -> None:
@@ -288,8 +306,9 @@ class StreamingPull(Consumer):
         check_ack_ids(request.modify_deadline_ack_ids)
 
     def _confirm(self, field: int, ok: list[str], invalid: list[str]) -> None:
-        """Tell an exactly-once client which of its stream acks (field 2: ``acknowledge_confirmation``)
-        or lease changes (field 3: ``modify_ack_deadline_confirmation``) took effect."""
+        """Tell an exactly-once client which of its stream acks (``acknowledge_confirmation``) or lease
+        changes (``modify_ack_deadline_confirmation``) took effect: *ok* as the confirmation's
+        ``ack_ids`` (field 1), *invalid* as its ``invalid_ack_ids`` (field 2)."""
         body = b"".join(b"\x0a" + _varint(len(a)) + a.encode("ascii") for a in ok)
         body += b"".join(b"\x12" + _varint(len(a)) + a.encode("ascii") for a in invalid)
         self.call.send(bytes((field << 3 | 2,)) + _varint(len(body)) + body + _EXACTLY_ONCE_PROPERTIES)

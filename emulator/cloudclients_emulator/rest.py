@@ -5,7 +5,8 @@ google-cloud-pubsub's REST transport (which cloudclients uses in fork children
 that cannot use gRPC) and plain ``curl`` work against the emulator. Path
 segments are percent-decoded before use (a REST client sends ``my%2Btopic``
 for ``my+topic``). JSON is converted with ``google.protobuf.json_format``;
-errors use Google's JSON error shape.
+errors use Google's JSON error shape, with their details (exactly-once
+delivery's ``google.rpc.ErrorInfo``) as ``details``.
 
 ``GET /oauth2/v1/certs`` and ``/oauth2/v3/certs`` serve the certificates of
 the key that signs push tokens, in the formats of Google's URLs of the same
@@ -20,7 +21,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from google.protobuf import json_format
+from google.protobuf import any_pb2, json_format
 
 from .admin import Admin
 from .errors import ApiError, Code, http_status
@@ -112,9 +113,20 @@ def _json(status: int, obj: Any) -> Response:
     return Response(status, json.dumps(obj).encode())
 
 
-def _error(code: Code, message: str) -> Response:
+def _error(code: Code, message: str, details: tuple[Any, ...] = ()) -> Response:
+    """Google's JSON error: ``{"error": {"code", "message", "status", "details"}}``, each detail a
+    message in its JSON form with its type URL as ``@type`` (as ``google.protobuf.Any`` is written)."""
     status = http_status(code)
-    return _json(status, {"error": {"code": status, "message": message, "status": code.name}})
+    error: dict[str, Any] = {"code": status, "message": message, "status": code.name}
+    if details:
+        error["details"] = [_detail_json(detail) for detail in details]
+    return _json(status, {"error": error})
+
+
+def _detail_json(detail: Any) -> Any:
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    return json_format.MessageToDict(packed)
 
 
 class HttpApp:
@@ -168,7 +180,7 @@ class HttpApp:
             if isinstance(response, asyncio.Future):
                 response = await response
         except ApiError as exc:
-            return _error(exc.code, exc.message)
+            return _error(exc.code, exc.message, exc.details)
         if isinstance(response, bytes):
             response = response_class.FromString(response)
         return Response(200, json_format.MessageToJson(response, indent=None).encode())

@@ -129,10 +129,13 @@ class Sub:
         the result of ``ack_with_response()`` / ``modify_ack_deadline_with_response()``.
         """
         if invalid and self.exactly_once:
-            raise ApiError(Code.INVALID_ARGUMENT, "Some acknowledgement ids in the request were invalid. "
-                           "This could be because the acknowledgement ids have expired or the "
-                           "acknowledgement ids were malformed.",
-                           (exactly_once_error_info(invalid),))
+            listed = _listable(invalid)
+            message = ("Some acknowledgement ids in the request were invalid. This could be because the "
+                       "acknowledgement ids have expired or the acknowledgement ids were malformed.")
+            if len(listed) < len(invalid):
+                message += (f" {len(invalid) - len(listed)} more invalid acknowledgement ids are not listed in "
+                            f"the error details (only {len(listed)} fit in gRPC's metadata size limit).")
+            raise ApiError(Code.INVALID_ARGUMENT, message, (exactly_once_error_info(listed),))
 
     # -- delivery.Policy ----------------------------------------------------------------
 
@@ -287,26 +290,33 @@ class State:
             kept = msgs if predicate is None else [m for m, p in zip(msgs, messages, strict=True)
                                                    if predicate(p.attributes)]
             if kept:
-                self._make_room(sub, kept)
+                self._check_room(sub, kept)
                 routes.append((sub, kept))
         for snap_name, snap in topic.snaps.items():
             self._check_cap(f"snapshot {snap_name}", len(snap.msgs), snap.bytes, msgs,
                             "Delete the snapshot, or raise the caps.")
+        # Every holder can take its messages: only now is anything evicted (a refused Publish changes nothing).
         for sub, kept in routes:
+            self._make_room(sub, kept)
             sub.delivery.add(kept)
         for snap in topic.snaps.values():
             snap.add(msgs)
         return ids
 
-    def _make_room(self, sub: Sub, msgs: list[Msg]) -> None:
-        """Refuse the publish if *sub* cannot hold *msgs* (retained acked messages are evicted first)."""
+    def _check_room(self, sub: Sub, msgs: list[Msg]) -> None:
+        """Refuse the publish if *sub* cannot hold *msgs*, even with its retained acked messages evicted."""
         delivery, caps = sub.delivery, self.caps
         added = sum(len(m.raw) for m in msgs)
-        if len(delivery.entries) + len(msgs) <= caps.messages and delivery.held_bytes + added <= caps.bytes:
-            return
-        delivery.evict_retained(caps.messages - len(msgs), caps.bytes - added)
-        self._check_cap(f"subscription {sub.name}", len(delivery.entries), delivery.held_bytes, msgs,
-                        "Ack messages, or raise the caps.")
+        if not delivery.can_fit(caps.messages - len(msgs), caps.bytes - added):
+            self._check_cap(f"subscription {sub.name}", len(delivery.entries), delivery.held_bytes, msgs,
+                            "Ack messages, or raise the caps.")
+
+    def _make_room(self, sub: Sub, msgs: list[Msg]) -> None:
+        """Evict *sub*'s oldest retained acked messages until *msgs* fit (checked by :meth:`_check_room`)."""
+        delivery, caps = sub.delivery, self.caps
+        added = sum(len(m.raw) for m in msgs)
+        if len(delivery.entries) + len(msgs) > caps.messages or delivery.held_bytes + added > caps.bytes:
+            delivery.evict_retained(caps.messages - len(msgs), caps.bytes - added)
 
     def _check_cap(self, holder: str, count: int, size: int, msgs: list[Msg], advice: str) -> None:
         caps = self.caps
@@ -572,13 +582,37 @@ def check_ack_ids(ack_ids: Sequence[str], *, required: bool = False) -> None:
                            f"You have passed an invalid ack ID to the service (ack_id={ack_id}).")
 
 
+#: Bytes of ErrorInfo metadata (serialised ack id -> reason entries) one exactly-once ack error may
+#: carry. It goes base64-encoded in the ``grpc-status-details-bin`` trailer, and gRPC clients refuse
+#: trailers over 8 KiB by default (randomly from 8 KiB, always from 16 KiB: the client then sees
+#: RESOURCE_EXHAUSTED, which google-cloud-pubsub retries for ever). 4.5 KiB of entries (about 95 of
+#: this emulator's ack ids) make a trailer of about 6.5 KiB.
+ERROR_INFO_BUDGET = 4608
+_REASON = "PERMANENT_FAILURE_INVALID_ACK_ID"
+
+
+def _listable(invalid: Sequence[str]) -> list[str]:
+    """The first of *invalid* whose ErrorInfo entries fit :data:`ERROR_INFO_BUDGET`.
+
+    The client resolves a listed ack id as INVALID_ACK_ID, and one left out
+    as failed too (``AcknowledgeStatus.OTHER``, from the call's status), so
+    every ``ack_with_response()`` future still gets a result.
+    """
+    used = 0
+    for count, ack_id in enumerate(invalid):
+        used += len(ack_id) + len(_REASON) + 8  # map entry framing: tags and lengths, at most 8 bytes
+        if used > ERROR_INFO_BUDGET:
+            return list(invalid[:count])
+    return list(invalid)
+
+
 def exactly_once_error_info(invalid: Iterable[str]) -> Any:
     """The ``google.rpc.ErrorInfo`` the service sends with a failed ack or modack under exactly-once
     delivery: each refused ack id mapped to why."""
     from google.rpc import error_details_pb2
 
     return error_details_pb2.ErrorInfo(reason="EXACTLY_ONCE_ACKID_FAILURE", domain="pubsub.googleapis.com",
-                                       metadata=dict.fromkeys(invalid, "PERMANENT_FAILURE_INVALID_ACK_ID"))
+                                       metadata=dict.fromkeys(invalid, _REASON))
 
 
 def _compile(text: str) -> Predicate | None:

@@ -9,6 +9,10 @@ messages come back when their deadline runs out, not before.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -97,3 +101,54 @@ def test_blocking_shutdown_acks_after_the_stream_closed(request: pytest.FixtureR
         future.result(timeout=10)
     assert not set(processed) & set(remaining), "a message acked after its stream closed came back"
     assert len(set(remaining)) == 7
+
+
+_HOLDER = """
+import sys, threading
+from google.cloud import pubsub_v1
+from google.pubsub_v1.types import StreamingPullRequest
+
+def requests():
+    yield StreamingPullRequest(subscription=sys.argv[1], stream_ack_deadline_seconds=10)
+    threading.Event().wait()  # the stream stays open, never half-closed
+
+held = set()
+for response in pubsub_v1.SubscriberClient().streaming_pull(requests=requests()):
+    held.update(m.message.data for m in response.received_messages)
+    if len(held) >= int(sys.argv[2]):
+        print("holding", len(held), flush=True)
+        break
+threading.Event().wait()
+"""
+
+
+def test_a_killed_subscribers_messages_come_back_after_their_deadline_not_before(
+        request: pytest.FixtureRequest, target: Target) -> None:
+    """A subscriber process holding 50 leased messages (stream ack deadline 10 s) is SIGKILLed: its
+    connection drops without a word. Right after, nothing is redelivered (the leases are still valid);
+    once their deadline has passed, all 50 come back."""
+    topic = target.topic()
+    sub = target.subscription(topic)
+    target.publish_batch(topic, [{"data": f"m{i}".encode()} for i in range(50)])
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": target.emulator.host}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, sub, "50"], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding 50"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    response = target.subscriber.transport.pull(
+        PullRequest(subscription=sub, max_messages=100, return_immediately=True), timeout=10)
+    assert list(response.received_messages) == [], "redelivered while the leases were still valid"
+    back: set[bytes] = set()
+
+    def all_back() -> bool:
+        got = target.subscriber.pull(subscription=sub, max_messages=100, timeout=10)
+        back.update(m.message.data for m in got.received_messages)
+        return len(back) == 50
+
+    assert wait_for(all_back, 60, interval=0.2), f"{len(back)} of 50 came back"

@@ -36,6 +36,13 @@ LATER_REQUESTS: dict[str, dict[str, Any]] = {
     "modify_deadline_seconds=601": {"modify_deadline_ack_ids": ["ACK"], "modify_deadline_seconds": [601]},
     "two ack ids, one deadline": {"modify_deadline_ack_ids": ["ACK", "ACK"], "modify_deadline_seconds": [30]},
     "garbage ack id": {"ack_ids": ["not an ack id"]},
+    # The proto: subscription "must not be set in subsequent requests"; the flow-control fields and
+    # protocol_version "can only be set on the initial StreamingPullRequest. If it is set on a subsequent
+    # request, the stream will be aborted with status INVALID_ARGUMENT".
+    "subscription again": {"subscription": "SUB"},
+    "max_outstanding_messages=5": {"max_outstanding_messages": 5},
+    "max_outstanding_bytes=1000": {"max_outstanding_bytes": 1000},
+    "protocol_version=1": {"protocol_version": 1},
 }
 
 
@@ -44,7 +51,8 @@ def test_a_bad_later_streaming_pull_request_ends_the_stream(request: pytest.Fixt
                                                             case: str) -> None:
     """After a good first request (and a delivered message, whose ack id the bad request names), the
     stream ends with INVALID_ARGUMENT."""
-    if case == "modify_deadline_seconds=601":
+    if case in ("modify_deadline_seconds=601", "max_outstanding_messages=5", "max_outstanding_bytes=1000",
+                "protocol_version=1"):
         xfail_official(request, target, f"the official emulator accepts {case} on an open stream")
     topic = target.topic()
     sub = target.subscription(topic)
@@ -56,9 +64,29 @@ def test_a_bad_later_streaming_pull_request_ends_the_stream(request: pytest.Fixt
         for key in ("modify_deadline_ack_ids",):
             if key in fields:
                 fields[key] = [stream.ack_ids()[0] if a == "ACK" else a for a in fields[key]]
+        if fields.get("subscription") == "SUB":
+            fields["subscription"] = sub
         stream.send(**fields)
         assert stream.done.wait(15), "the stream goes on"
         assert stream.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        stream.cancel()
+
+
+def test_client_id_on_a_later_request_is_accepted(target: Target) -> None:
+    """client_id "only needs to be provided on the initial request" (the proto): sent again later it
+    changes nothing, and the stream goes on delivering."""
+    topic = target.topic()
+    sub = target.subscription(topic)
+    stream = RawStream(target, sub, client_id="first")
+    try:
+        publish(target, topic, 1, "before")
+        assert wait_for(lambda: len(stream.received) == 1, 20)
+        stream.send(client_id="first")
+        stream.send(client_id="another")
+        publish(target, topic, 1, "after")
+        assert wait_for(lambda: len(stream.received) == 2, 20), stream.error
+        assert not stream.done.is_set()
     finally:
         stream.cancel()
 
