@@ -13,7 +13,8 @@ stays locked forever in the child.
 
 So every object of ours that holds state belonging to one process — the client
 registry, background subscriptions, the project source, rate-limited logs, the
-push verifier's certificate cache — is a :class:`ProcessBound`, and in a child:
+push verifier's certificate cache, the fork gate — is a :class:`ProcessBound`,
+and in a child:
 
 1. it never uses, closes, stops or finalises what it inherited: it hands the
    references to :func:`keep_inherited` (kept for the life of the process, so
@@ -62,19 +63,24 @@ serialised by one lock, found by pid like the reset lock so that a child never
 waits for a lock a parent's thread held: one fork prepares while no other is
 half-way.
 
-Everything a fork waits for in these hooks — another thread's fork, each
-object's lock — draws on one deadline, :data:`FORK_TIMEOUT` seconds from the
-first of our before-fork hooks that runs. When it is spent, the fork goes on:
-only free locks are taken (a child replaces its locks anyway, so a lock not
-taken is harmless there). Hooks elsewhere can join the window with
+Everything a fork waits for in our hooks — another thread's fork, the gRPC
+calls in flight (``_forkgate``), each object's lock — draws on one deadline,
+:data:`FORK_TIMEOUT` seconds from the first of our before-fork hooks that
+runs: a fork never waits longer than that because of us. When it is spent, the
+fork goes on: only free locks are taken (a child replaces its locks anyway, so
+a lock not taken is harmless there) and calls still in flight are left to
+gRPC, as without the gate. Hooks elsewhere join the window with
 :func:`enter_fork` and :func:`leave_fork`.
 
 Elsewhere, for the same problem
 -------------------------------
 * ``_forkgate``: gRPC core must see no call in flight when the process forks
   (or children hang inside ``os.fork()``); a readers/writer gate drains unary
-  calls before the fork. Its hook is registered separately, after gRPC's own,
-  because before-fork hooks run in reverse order of registration.
+  calls before the fork. Its before-fork hook is registered separately, after
+  gRPC's own, because before-fork hooks run in reverse order of registration;
+  it is the first of ours to run, so it opens the fork's window and its drain
+  draws on the fork's one deadline. The gate itself is a ``ProcessBound``
+  (reset with the others in a child, and by its pid check after a C-level fork).
 * ``_google.channels``: with ``GRPC_ENABLE_FORK_SUPPORT=0`` a child of a gRPC-using
   parent cannot use gRPC at all, so it talks to Pub/Sub over REST.
 * ``_gevent``: gRPC's gevent mode is switched on before a process's first client.
@@ -97,10 +103,12 @@ __all__ = ["FORK_TIMEOUT", "ProcessBound", "enter_fork", "keep_inherited", "leav
 log = logging.getLogger("cloudclients")
 
 #: The longest a fork waits in our before-fork hooks, in total: for another
-#: thread's fork, for the locks of every object (a client construction under
-#: way, a registration). A construction stuck longer (a hanging metadata-server
-#: lookup) must not block the fork forever; the child replaces its locks
-#: anyway, so a lock not taken is harmless there.
+#: thread's fork, for unary gRPC calls in flight, for the locks of every object
+#: (a client construction under way, a registration). In-flight calls and
+#: constructions normally take milliseconds; one still running after 5 s is
+#: stuck on an outage or a hanging metadata-server lookup (a publish retries up
+#: to its own timeout), and waiting longer only stalls the forking thread. (It
+#: used to be 5 s for the locks plus up to 10 s for the gate's drain.)
 FORK_TIMEOUT = 5.0
 
 # References inherited from a parent process. Never read: holding them keeps

@@ -1,7 +1,7 @@
 """One fork guard for every entry point: a process forked inside a request, threads racing a
 background subscription's pid check after a C-level fork, threads forking at once, a broken
-object in the fork hooks, a subscription restarted after stop, and one deadline for all locks
-before a fork.
+object in the fork hooks, the gRPC call gate after a C-level fork, a subscription restarted after
+stop, and one deadline for everything a fork waits for.
 
 Each fork case runs in a fresh interpreter (``python -c``), so the forking process holds no
 gRPC state of earlier tests.
@@ -121,6 +121,49 @@ def test_threads_racing_a_subscriptions_pid_check_after_a_c_level_fork_start_one
         assert result == {"started": 1, "running": True, "forks_seen": 1}
 
 
+_ONE_DEADLINE = r"""
+import json, os, threading, time
+from cloudclients import ClientRegistry
+from cloudclients._forkgate import GATE, ensure_fork_hooks
+
+ensure_fork_hooks()                      # as after the process's first gRPC channel
+release = threading.Event()
+entered = threading.Semaphore(0)
+def call_in_flight():
+    with GATE.call():                    # a unary call that does not finish (an outage)
+        entered.release()
+        release.wait(60)
+threading.Thread(target=call_in_flight, daemon=True).start()
+registry = ClientRegistry("slow-builds")
+def stuck_factory():
+    entered.release()
+    release.wait(60)                     # a construction stuck (a hanging metadata lookup)
+    return object()
+for name in ("a", "b", "c", "d"):
+    registry.register(name, stuck_factory)
+    threading.Thread(target=registry.get, args=(name,), daemon=True).start()
+for _ in range(5):
+    entered.acquire()                    # the call is in flight, every slot lock is held
+began = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+waited = time.monotonic() - began
+os.waitpid(pid, 0)
+release.set()
+print(json.dumps({"waited": waited}))
+"""
+
+
+@pytest.mark.slow
+def test_a_fork_waits_for_calls_and_locks_within_one_deadline() -> None:
+    """With a gated gRPC call that does not finish and four client constructions stuck holding
+    their locks, fork() proceeds after one bound (5 s) for all of it together — not the gate's
+    10 s plus 5 s for the locks (15 s), nor 5 s per lock."""
+    result = run_script(_ONE_DEADLINE, timeout=90)
+    assert 4.0 < float(result["waited"]) < 10.0, result  # type: ignore[arg-type]
+
+
 _CONCURRENT_FORKS = r"""
 import json, os, sys, threading
 from cloudclients import ClientRegistry
@@ -228,39 +271,63 @@ def test_a_failing_object_does_not_stop_the_fork_hooks_for_the_others() -> None:
     assert done.stderr.count("cloudclients: resetting Broken at") == 3, done.stderr[-3000:]
 
 
-_LOCK_DEADLINE = r"""
-import json, os, threading, time
-from cloudclients import ClientRegistry
+_GATE_AFTER_C_FORK = r"""
+import ctypes, json, os, threading, time
+from cloudclients._forkgate import GATE, ensure_fork_hooks
 
-registry = ClientRegistry("slow-builds")
-release = threading.Event()
-entered = threading.Semaphore(0)
-def stuck_factory():
-    entered.release()
-    release.wait(60)                     # a construction stuck (a hanging metadata lookup)
-    return object()
-for name in ("a", "b", "c", "d"):
-    registry.register(name, stuck_factory)
-    threading.Thread(target=registry.get, args=(name,), daemon=True).start()
-for _ in range(4):
-    entered.acquire()                    # every slot lock is held by a stuck construction
-began = time.monotonic()
-pid = os.fork()
+ensure_fork_hooks()                      # as after the process's first gRPC channel
+in_call, in_gate, release = threading.Event(), threading.Event(), threading.Event()
+def call_in_flight():
+    with GATE.call():                    # a unary call in flight at the moment of the fork
+        in_call.set()
+        release.wait(60)
+def call_entering():
+    with GATE._cond:                     # a call entering or leaving the gate at that moment
+        in_gate.set()
+        release.wait(60)
+for target, event in ((call_in_flight, in_call), (call_entering, in_gate)):
+    threading.Thread(target=target, daemon=True).start()
+    event.wait(10)
+read, write = os.pipe()
+pid = ctypes.CDLL(None).fork()           # C-level fork: Python's at-fork hooks do not run
 if pid == 0:
+    report = {"call_returned": False, "fork_returned": False}
+    def gated_call():
+        with GATE.call():
+            pass
+        report["call_returned"] = True
+    def fork_again():
+        began = time.monotonic()
+        grandchild = os.fork()
+        if grandchild == 0:
+            os._exit(0)
+        report["fork_seconds"] = time.monotonic() - began
+        os.waitpid(grandchild, 0)
+        report["fork_returned"] = True
+    for step in (gated_call, fork_again):
+        thread = threading.Thread(target=step, daemon=True)
+        thread.start()
+        thread.join(15)                  # an inherited held lock blocks it for good
+    report["active"] = GATE.active
+    os.write(write, json.dumps(report).encode())
     os._exit(0)
-waited = time.monotonic() - began
+os.close(write)
 os.waitpid(pid, 0)
 release.set()
-print(json.dumps({"waited": waited}))
+print(os.read(read, 4096).decode())
 """
 
 
-@pytest.mark.slow
-def test_a_fork_waits_for_all_held_locks_within_one_deadline() -> None:
-    """With four client constructions stuck, holding their locks, fork() proceeds after one
-    bound (5 s) for all of them together, not 5 s per lock (20 s)."""
-    result = run_script(_LOCK_DEADLINE, timeout=90)
-    assert 4.0 < float(result["waited"]) < 10.0, result  # type: ignore[arg-type]
+def test_the_call_gate_is_fresh_in_a_child_of_a_c_level_fork() -> None:
+    """A C-level fork (no Python hooks) while one gated gRPC call is in flight and another holds
+    the gate's lock: in the child a gated call goes through, the gate counts no call, and an
+    os.fork() does not wait for the parent's calls. (The child inherited the count and the
+    lock: its gated calls deadlocked, and its forks hung — or, with only a call in flight,
+    waited the gate's full 10 s.)"""
+    result = run_script(_GATE_AFTER_C_FORK, timeout=90)
+    assert {k: result.get(k) for k in ("active", "call_returned", "fork_returned")} == {
+        "active": 0, "call_returned": True, "fork_returned": True}, result
+    assert float(result["fork_seconds"]) < 4.0, result  # type: ignore[arg-type]
 
 
 # -- lifecycle -------------------------------------------------------------------------------
