@@ -32,11 +32,11 @@ class ProjectSource(ProcessBound):
     """
 
     def __init__(self, configured: str | None, discover: Discover, unset_fix: str) -> None:
-        super().__init__()
         self._value = configured
         self._discover = discover
         self._unset_fix = unset_fix
         self._lock = threading.Lock()
+        super().__init__()  # last: the fork hooks may see this object from here on
 
     @property
     def known(self) -> str | None:
