@@ -14,7 +14,9 @@ Lifecycle (:class:`SubscriptionState`), per process::
 
 Stopping cancels the stream (no new messages), then waits for running
 handlers to finish and ack; messages leased but not yet handed to a handler
-are nacked, so another worker gets them at once.
+are nacked, so another worker gets them at once. ``STOPPING`` becomes
+``STOPPED`` when the stream has ended, also when ``stop(timeout)`` gave up
+waiting for a slow handler first.
 
 ``start()`` builds the client and resolves the name (which may ask the
 metadata server) without holding the subscription's lock, so that a fork never
@@ -190,8 +192,9 @@ class BackgroundSubscription(ProcessBound):
             return False
         if state is SubscriptionState.STOPPING:
             raise RuntimeError(
-                f"Cannot start background subscription {self.subscription!r}: it is stopping. "
-                "Wait for stop() to return, then start() again."
+                f"Cannot start background subscription {self.subscription!r}: it is stopping (its stream "
+                "has not ended: a handler is still running). Wait until stop() returns True or the state "
+                "is STOPPED, then start() again."
             )
         if registry_state is not RegistryState.OPEN:
             raise RuntimeError(
@@ -322,11 +325,15 @@ class BackgroundSubscription(ProcessBound):
         with self._lock:
             if self._future is not future:  # an older stream, or an inherited one
                 return
-            if error is not None and self._state is SubscriptionState.RUNNING:
-                self._state, self._error = SubscriptionState.FAILED, error
-            elif self._state is SubscriptionState.RUNNING:
+            failed = error is not None and self._state is SubscriptionState.RUNNING
+            if self._state is SubscriptionState.STOPPING:
+                # Asked to stop, and now it has, even when stop() gave up waiting
+                # (a handler outlived its timeout): STOPPED, so start() works again.
                 self._state = SubscriptionState.STOPPED
-        if error is not None:
+            elif self._state is SubscriptionState.RUNNING:
+                self._state = SubscriptionState.FAILED if failed else SubscriptionState.STOPPED
+                self._error = error
+        if failed:
             log.error("cloudclients: background subscription %s ended in pid %d: %s. It is not restarted; "
                       "check that the subscription exists and the credentials may consume it.",
                       self.subscription, os.getpid(), error)

@@ -1,8 +1,8 @@
 """One fork guard for every entry point: a process forked inside a request, threads racing a
 background subscription's pid check after a C-level fork, threads forking at once, objects
 constructed while the process forks, a broken object in the fork hooks, the gRPC call gate after
-a C-level fork, a subscription restarted after stop, and one deadline for everything a fork
-waits for.
+a C-level fork, a subscription restarted after stop (also after a stop that timed out), and one
+deadline for everything a fork waits for.
 
 Each fork case runs in a fresh interpreter (``python -c``), so the forking process holds no
 gRPC state of earlier tests.
@@ -442,6 +442,31 @@ def test_close_drains_before_closing_clients(app: Flask) -> None:
     assert seen == [("draining", True)]
     assert registry.state.value == "closed"
     assert time.monotonic() - started < 5
+
+
+def test_a_stop_that_timed_out_ends_stopped_once_the_stream_ends(app: Flask, pubsub_topic: TopicHandle) -> None:
+    """stop(timeout) that gives up on a slow handler leaves the subscription STOPPING; once the
+    handler returns and the stream ends it is STOPPED, and start() opens a new stream. (It used to
+    stay STOPPING for good, and every start() was refused "it is stopping".)"""
+    entered, release = threading.Event(), threading.Event()
+
+    def handle(message: cloudclients.ReceivedMessage) -> None:
+        entered.set()
+        release.wait(30)  # a handler slower than stop()'s timeout: the stream ends only after it
+
+    sub = cloudclients.subscribe(pubsub_topic.subscription, handle, app=app)
+    assert sub.start() is True
+    pubsub_topic.registry.publisher.publish(pubsub_topic.topic, b"slow").result(timeout=15)
+    assert entered.wait(30)
+    try:
+        assert sub.stop(timeout=0.2) is False
+        assert sub.state is SubscriptionState.STOPPING
+    finally:
+        release.set()
+    assert wait_for(lambda: sub.state is SubscriptionState.STOPPED, 30), sub.state
+    assert sub.start() is True
+    assert sub.state is SubscriptionState.RUNNING
+    assert sub.stop(timeout=10)
 
 
 def test_start_holds_no_lock_of_the_subscription_while_it_resolves_the_name(
