@@ -2,14 +2,16 @@
 
 The top of the package's import graph: ``init_app`` creates the app's
 :class:`~cloudclients.CloudClientsState` (``_state``) and registers the
-publish tracking (``_publish``), the CLI (``_cli``) and the exit handlers
-(``_shutdown``). Features never import this module; they find the state in
-``_state``.
+publish tracking (``_publish``), the push-endpoint audit (``_push``), the start
+of background subscriptions on a process's first request (``_subscriber``),
+the CLI (``_cli``) and the exit handlers (``_shutdown``). Features never
+import this module; they find the state in ``_state``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
 
@@ -20,6 +22,7 @@ from ._config import Settings
 from ._push import audit_push_endpoints
 from ._shutdown import install_exit_handlers
 from ._state import EXTENSION_KEY, CloudClientsState, app_state
+from ._subscriber import start_on_request
 
 __all__ = ["CloudClients"]
 
@@ -63,6 +66,7 @@ class CloudClients:
         state = CloudClientsState(settings, registry, self)
         app.extensions[EXTENSION_KEY] = state
         app.before_request(lambda: _audit_once(app, state))
+        app.before_request(lambda: start_on_request(state))
         app.after_request(_publish.after_request)
         app.teardown_appcontext(_publish.teardown)
         app.cli.add_command(cli)
@@ -101,7 +105,7 @@ def _audit_once(app: Flask, state: CloudClientsState) -> None:
     # their 500s forever).
     if state.audited:
         return
-    state.audited = True
+    state.audited_pid = os.getpid()
     try:
         for problem in audit_push_endpoints(app, repair=True):
             log.error("cloudclients: %s", problem)

@@ -79,6 +79,48 @@ def test_a_process_forked_inside_a_request_gets_its_own_publisher() -> None:
     assert run_script(_FORK_IN_REQUEST) == {"same_object": False, "constructions": 1}
 
 
+_AUDIT_AFTER_FORK = r"""
+import json, logging, os
+from flask import Flask
+from cloudclients import CloudClients, push_endpoint
+
+app = Flask("audit-after-fork")
+app.config.update(CLOUDCLIENTS_PROJECT="fork-test", CLOUDCLIENTS_EXIT_HANDLERS=False)
+CloudClients(app)
+
+@app.post("/push")
+@push_endpoint
+def push(message):                       # no audience configured: it can never accept a push
+    pass
+
+app.get("/health")(lambda: "ok")
+reports = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        reports.append(record.getMessage())
+logging.getLogger("cloudclients").addHandler(Collect())
+app.test_client().get("/health")         # the parent's first request: its audit
+parent_reported = sum("can never accept" in r for r in reports)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    reports.clear()
+    app.test_client().get("/health")     # the child's first request
+    os.write(write, json.dumps(sum("can never accept" in r for r in reports)).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+print(json.dumps({"parent_reported": parent_reported, "child_reported": json.loads(os.read(read, 4096))}))
+"""
+
+
+def test_a_forked_child_audits_the_push_endpoints_on_its_own_first_request() -> None:
+    """The push-endpoint audit runs once per process: a child forked after the parent served
+    requests reports an unservable endpoint in its own log too. (The parent's "audited" flag was
+    inherited, so the child never checked.)"""
+    assert run_script(_AUDIT_AFTER_FORK) == {"parent_reported": 1, "child_reported": 1}
+
+
 _SUBSCRIPTION_RACE = r"""
 import ctypes, json, os, sys, threading
 from flask import Flask
