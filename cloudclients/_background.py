@@ -14,7 +14,14 @@ Lifecycle (:class:`SubscriptionState`), per process::
 
 Stopping cancels the stream (no new messages), then waits for running
 handlers to finish and ack; messages leased but not yet handed to a handler
-are nacked, so another worker gets them at once.
+are nacked, so another worker gets them at once. ``STOPPING`` becomes
+``STOPPED`` when the stream has ended, also when ``stop(timeout)`` gave up
+waiting for a slow handler first.
+
+``start()`` builds the client and resolves the name (which may ask the
+metadata server) without holding the subscription's lock, so that a fork never
+waits on the network for it; threads that start at once still open one stream
+(the others wait for its outcome).
 
 Fork: a process forked while a stream runs owns a *copy* of it (threads gone,
 channel unusable). The subscription is a :class:`~cloudclients._fork.ProcessBound`:
@@ -119,18 +126,21 @@ class BackgroundSubscription(ProcessBound):
             raise ValueError(
                 f"max_lease_duration={max_lease_duration!r} is out of range. Fix: pass seconds from 10 to 86400."
             )
-        super().__init__()
         self.registry = registry
         self._subscription = subscription
         self.handler = handler
         self.flow = {"max_messages": max_messages, "max_bytes": max_bytes,
                      "max_lease_duration": float(max_lease_duration), "max_workers": max_workers}
         self.client = client
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below; never held while waiting on the network
+        #: Notified when a start in progress ends (started or failed).
+        self._changed = threading.Condition(self._lock)
         self._state = SubscriptionState.IDLE
+        self._starting = False  # a start() is building the client / opening the stream, unlocked
         self._future: Any = None
         self._counts = {"received": 0, "acked": 0, "nacked": 0}
         self._error: str | None = None
+        super().__init__()  # the fork hooks may see this object from here on: its lock exists
         if group is None:
             registry.on_close(self.stop)
         else:
@@ -160,7 +170,8 @@ class BackgroundSubscription(ProcessBound):
         """Start the streaming pull in this process, unless it already runs.
 
         Builds the subscriber client if needed. After :meth:`stop`, or after
-        the stream failed, it opens a new stream.
+        the stream failed, it opens a new stream. Threads that call it at once
+        start one stream: the others wait for it and return ``False``.
 
         :returns: whether a stream was started by this call (``False`` if it
             was already running).
@@ -171,39 +182,61 @@ class BackgroundSubscription(ProcessBound):
         from . import _google  # deferred: Google imports are slow, and a preload master never gets here
 
         with self._lock:
-            current = self._state
-            if current is SubscriptionState.RUNNING:
-                return False
-            if current is SubscriptionState.STOPPING:
-                raise RuntimeError(
-                    f"Cannot start background subscription {self.subscription!r}: it is stopping. "
-                    "Wait for stop() to return, then start() again."
-                )
-            if self.registry.state is not RegistryState.OPEN:
-                raise RuntimeError(
-                    f"Cannot start background subscription {self.subscription!r}: registry "
-                    f"{self.registry.name!r} is {self.registry.state.value}. Subscriptions do not restart "
-                    "after their registry closed."
-                )
-            began = time.perf_counter()
-            self._error = None
-            future = _google.start_streaming_pull(
-                self.registry.get(self.client), self.subscription, self._on_message, **self.flow  # type: ignore[arg-type]
+            while self._starting:  # another thread is starting it: wait for its outcome
+                self._changed.wait()
+            state, registry_state = self._state, self.registry.state
+            self._starting = state not in (SubscriptionState.RUNNING, SubscriptionState.STOPPING) and (
+                registry_state is RegistryState.OPEN
             )
-            self._future = future
-            self._state = SubscriptionState.RUNNING
+        if state is SubscriptionState.RUNNING:
+            return False
+        if state is SubscriptionState.STOPPING:
+            raise RuntimeError(
+                f"Cannot start background subscription {self.subscription!r}: it is stopping (its stream "
+                "has not ended: a handler is still running). Wait until stop() returns True or the state "
+                "is STOPPED, then start() again."
+            )
+        if registry_state is not RegistryState.OPEN:
+            raise RuntimeError(
+                f"Cannot start background subscription {self.subscription!r}: registry "
+                f"{self.registry.name!r} is {registry_state.value}. Subscriptions do not restart "
+                "after their registry closed."
+            )
+        # The slow part, without our lock: building the client and resolving the name may
+        # ask the metadata server. A fork meanwhile must not wait for this lock (it takes
+        # every object's lock in turn: holding ours while waiting for the registry's could
+        # cross its order and stall the fork for its whole deadline).
+        # _starting keeps a second start() (and cancel()) out until the outcome is known.
+        began = time.perf_counter()
+        future: Any = None
+        try:
+            name = self.subscription
+            future = _google.start_streaming_pull(
+                self.registry.get(self.client), name, self._on_message, **self.flow  # type: ignore[arg-type]
+            )
+        finally:
+            with self._lock:
+                self._starting = False
+                if future is not None:
+                    self._error = None
+                    self._future = future
+                    self._state = SubscriptionState.RUNNING
+                self._changed.notify_all()
         future.add_done_callback(self._on_stream_end)
         log.info(
             "cloudclients: background subscription %s started in pid %d (max_messages=%d, max_workers=%d, %.1f ms)",
-            self.subscription, os.getpid(), self.flow["max_messages"], self.flow["max_workers"],
+            name, os.getpid(), self.flow["max_messages"], self.flow["max_workers"],
             (time.perf_counter() - began) * 1000,
         )
         return True
 
     def cancel(self) -> Any:
-        """Stop receiving (non-blocking); return the stream's future to wait on, or ``None``."""
+        """Stop receiving (non-blocking, except while a start is under way: it waits
+        for that); return the stream's future to wait on, or ``None``."""
         self._checkpid()
         with self._lock:
+            while self._starting:
+                self._changed.wait()
             if self._state not in (SubscriptionState.RUNNING, SubscriptionState.STOPPING):
                 return None  # nothing to stop in this process
             self._state = SubscriptionState.STOPPING
@@ -292,11 +325,15 @@ class BackgroundSubscription(ProcessBound):
         with self._lock:
             if self._future is not future:  # an older stream, or an inherited one
                 return
-            if error is not None and self._state is SubscriptionState.RUNNING:
-                self._state, self._error = SubscriptionState.FAILED, error
-            elif self._state is SubscriptionState.RUNNING:
+            failed = error is not None and self._state is SubscriptionState.RUNNING
+            if self._state is SubscriptionState.STOPPING:
+                # Asked to stop, and now it has, even when stop() gave up waiting
+                # (a handler outlived its timeout): STOPPED, so start() works again.
                 self._state = SubscriptionState.STOPPED
-        if error is not None:
+            elif self._state is SubscriptionState.RUNNING:
+                self._state = SubscriptionState.FAILED if failed else SubscriptionState.STOPPED
+                self._error = error
+        if failed:
             log.error("cloudclients: background subscription %s ended in pid %d: %s. It is not restarted; "
                       "check that the subscription exists and the credentials may consume it.",
                       self.subscription, os.getpid(), error)
@@ -313,7 +350,9 @@ class BackgroundSubscription(ProcessBound):
         self._state = SubscriptionState.IDLE
         self._counts = {"received": 0, "acked": 0, "nacked": 0}
         self._error = None
+        self._starting = False  # a start under way in the parent is the parent's
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
 
 class SubscriptionGroup:

@@ -2,14 +2,16 @@
 
 The top of the package's import graph: ``init_app`` creates the app's
 :class:`~cloudclients.CloudClientsState` (``_state``) and registers the
-publish tracking (``_publish``), the CLI (``_cli``) and the exit handlers
-(``_shutdown``). Features never import this module; they find the state in
-``_state``.
+publish tracking (``_publish``), the push-endpoint audit (``_push``), the start
+of background subscriptions on a process's first request (``_subscriber``),
+the CLI (``_cli``) and the exit handlers (``_shutdown``). Features never
+import this module; they find the state in ``_state``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
 
@@ -20,6 +22,7 @@ from ._config import ConfigError, Settings, setting_error
 from ._push_audit import audit, report_push_endpoints
 from ._shutdown import install_exit_handlers
 from ._state import EXTENSION_KEY, CloudClientsState, app_state
+from ._subscriber import start_on_request
 
 __all__ = ["CloudClients"]
 
@@ -73,11 +76,12 @@ class CloudClients:
         registry = ClientRegistry.from_settings(settings, name=app.name)
         state = CloudClientsState(settings, registry, self)
         for finding in findings:
-            log.warning("cloudclients: %s", finding.message)
-            state.reported.add(finding.message)
+            if state.first_report(finding.message):
+                log.warning("cloudclients: %s", finding.message)
         state.check_endpoints = lambda: report_push_endpoints(app, state)
         app.extensions[EXTENSION_KEY] = state
         app.before_request(lambda: _audit_once(state))
+        app.before_request(lambda: start_on_request(state))
         app.after_request(_publish.after_request)
         app.teardown_appcontext(_publish.teardown)
         app.cli.add_command(cli)
@@ -138,5 +142,5 @@ def _audit_once(state: CloudClientsState) -> None:
     # push endpoints registered after init_app that can never accept anything
     # (before Pub/Sub retries their 500s forever).
     if not state.audited:
-        state.audited = True
+        state.audited_pid = os.getpid()
         state.check_endpoints()

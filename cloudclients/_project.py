@@ -48,7 +48,6 @@ class ProjectSource(ProcessBound):
         max_retry_after: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__()
         self._value = configured
         self._discover = discover
         self._unset_fix = unset_fix
@@ -60,6 +59,7 @@ class ProjectSource(ProcessBound):
         self._clock = clock
         self._wait = 0.0
         self._retry_at: float | None = None
+        super().__init__()  # last: the fork hooks may see this object from here on
 
     @property
     def known(self) -> str | None:

@@ -110,9 +110,8 @@ def report_push_endpoints(app: Flask, state: CloudClientsState) -> None:
     fail because of the audit."""
     try:
         for finding in audit(app, state.settings, repair=True):
-            if finding.message in state.reported:
+            if not state.first_report(finding.message):
                 continue
-            state.reported.add(finding.message)
             log.log(logging.ERROR if finding.fatal else logging.WARNING, "cloudclients: %s", finding.message)
     except Exception:
         log.error("cloudclients: checking the push endpoints failed", exc_info=True)

@@ -24,12 +24,12 @@ class RateLimitedLog(ProcessBound):
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
-        super().__init__()
         self._logger = logger
         self._interval = interval
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        super().__init__()  # last: the fork hooks may see this object from here on
 
     def error(self, key: str, message: str, *args: object) -> None:
         """Log *message* at ERROR for *key*, unless one was logged less than *interval* ago."""

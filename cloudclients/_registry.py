@@ -112,7 +112,6 @@ class Registry(ProcessBound):
     """
 
     def __init__(self, name: str = "cloudclients", *, close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
-        super().__init__()
         self.name = name
         #: Seconds :meth:`close` shares between hooks and clients when called without a timeout.
         self.close_timeout = close_timeout
@@ -122,6 +121,7 @@ class Registry(ProcessBound):
         self._lock = threading.RLock()
         self._state = RegistryState.OPEN
         self._close_hooks: list[CloseHook] = []
+        super().__init__()  # last: the fork hooks may see this object from here on
 
     # -- registration --------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """Per-app state, and the helpers that look it up: ``get_publisher()`` and friends.
 
-A leaf of the package's import graph: every feature (publishing, receiving,
-the CLI, health checks) finds what it needs here, and ``init_app`` (in
-``_flask``, at the top of the graph) is the only place that creates it.
+The per-app floor of the package's import graph, between the features and the
+framework-free core: it imports only core modules (``_background``,
+``_clients``, ``_config``, ``_oidc``: what a :class:`CloudClientsState` holds)
+and never a feature or ``_flask``. Every feature (publishing, receiving, the
+CLI, health checks) finds what it needs here, and ``init_app`` (in ``_flask``,
+at the top of the graph) is the only place that creates it.
 
 One app, one :class:`CloudClientsState`, under one ``app.extensions`` key.
 The state lives as long as the app; the clients in its registry live once per
@@ -13,6 +16,7 @@ view pays for ``get_publisher()``.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,17 +69,35 @@ class CloudClientsState:
     extension: Any
     subscriptions: SubscriptionGroup = field(default_factory=SubscriptionGroup)
     verifier: PushTokenVerifier = field(init=False)
-    #: Whether this process checked the app's push endpoints on its first request.
-    audited: bool = field(default=False, init=False)
-    #: The push-endpoint findings this process has logged (each is logged once).
-    reported: set[str] = field(default_factory=set, init=False)
+    #: The pid of the process that checked the app's push endpoints (on its first
+    #: request). A pid, not a flag: a forked child inherits it and checks again.
+    audited_pid: int | None = field(default=None, init=False)
     #: Logs what the push-endpoint audit finds now (set by ``init_app``; see ``_push_audit``).
     check_endpoints: Callable[[], None] = field(default=lambda: None, init=False)
+    # The push-endpoint findings logged, and the pid of the process that logged
+    # them: a forked child starts with none, its log is its own.
+    _reported: tuple[int, set[str]] = field(default_factory=lambda: (0, set()), init=False)
 
     def __post_init__(self) -> None:
         self.verifier = PushTokenVerifier(self.settings.push_certs_url)
         self.registry.on_close(self.subscriptions.stop_all)
         _STATES.add(self)
+
+    @property
+    def audited(self) -> bool:
+        """Whether this process checked the app's push endpoints (on its first request)."""
+        return self.audited_pid == os.getpid()
+
+    def first_report(self, finding: str) -> bool:
+        """Whether *finding* is new in this process (and remember it): each
+        push-endpoint finding is logged once per process."""
+        pid = os.getpid()
+        if self._reported[0] != pid:
+            self._reported = (pid, set())
+        if finding in self._reported[1]:
+            return False
+        self._reported[1].add(finding)
+        return True
 
 
 # Every app's state, for the calls that act on all apps of the process

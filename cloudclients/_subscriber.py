@@ -11,7 +11,8 @@
 client is built, so calling it at import time in a gunicorn ``--preload``
 master is safe. The streaming pull starts inside the process that will run it:
 
-* on the first request the process serves (a ``before_request`` hook), or
+* on the first request the process serves (a ``before_request`` hook that
+  ``init_app`` registers, like every other hook of the app), or
 * in gunicorn's ``post_worker_init`` hook, for workers that may get no HTTP
   traffic: ``from cloudclients import gunicorn_post_worker_init as post_worker_init``
   in ``gunicorn.conf.py``, or
@@ -36,7 +37,7 @@ from ._message import ReceivedMessage
 from ._names import resolve_subscription
 from ._state import CloudClientsState, all_states, app_state
 
-__all__ = ["gunicorn_post_worker_init", "start_subscriptions", "subscribe", "subscriptions"]
+__all__ = ["gunicorn_post_worker_init", "start_on_request", "start_subscriptions", "subscribe", "subscriptions"]
 
 log = logging.getLogger("cloudclients")
 
@@ -80,17 +81,15 @@ def subscribe(
         with flask_app.app_context():
             return handler(message)
 
-    first = len(state.subscriptions) == 0
-    background = BackgroundSubscription(
+    return BackgroundSubscription(
         registry, name, in_app_context, max_messages=max_messages, max_bytes=max_bytes,
         max_lease_duration=max_lease_duration, max_workers=max_workers, group=state.subscriptions,
     )
-    if first:
-        flask_app.before_request(lambda: _start_on_request(state))
-    return background
 
 
-def _start_on_request(state: CloudClientsState) -> None:
+def start_on_request(state: CloudClientsState) -> None:
+    """``before_request`` hook (registered by ``init_app``): start the app's subscriptions
+    that have no stream in this process yet. Never raises."""
     try:
         state.subscriptions.start_idle()
     except Exception:  # a request must not fail because a stream could not start
