@@ -18,13 +18,7 @@ import pytest
 from flask import Flask
 
 from cloudclients import CloudClients, ReceivedMessage, push_endpoint
-from cloudclients.testing import (
-    PushTokenIssuer,
-    TopologyError,
-    load_topology,
-    push_envelope,
-    start_emulators,
-)
+from cloudclients.testing import PushTokenIssuer, push_envelope, start_emulators
 
 pytestmark = pytest.mark.slow
 
@@ -170,15 +164,6 @@ def test_an_emulator_that_cannot_start_fails_the_session_in_one_line(tmp_path: P
     assert "Traceback" not in done.stderr and "test_never_runs" not in done.stdout
 
 
-def test_a_bad_topology_fails_the_session_in_one_line(tmp_path: Path) -> None:
-    """A topology that is not the documented shape is refused before any test, naming the file."""
-    write_project(tmp_path, {"pytest.ini": INI, "topology.json": '{"topics": [{"nam": "orders"}]}',
-                             "test_nothing.py": "def test_never_runs():\n    pass\n"})
-    done = run_pytest(tmp_path)
-    assert done.returncode != 0
-    assert "topics[0] needs a 'name' string" in done.stderr
-
-
 def test_tests_cannot_reach_production_unless_allowed(tmp_path: Path) -> None:
     """Inside the plugin a client without an emulator host raises instead of using ADC, and the
     stock libraries find no credentials (metadata server and gcloud out of reach); the ini opt-out
@@ -282,12 +267,6 @@ def test_push_token_issuer_tokens_verify_with_both_certificate_formats(which: st
         assert seen[0].claims["email"] == "me@p.iam.gserviceaccount.com"
         assert post(issuer.sign_push_token("https://elsewhere/push")).status_code == 403
         assert post(issuer.sign_push_token("https://app.example/push", exp=None)).status_code == 401
-
-
-def test_topology_files_are_checked() -> None:
-    """load_topology reads the emulator's format and refuses other shapes with the file named."""
-    with pytest.raises(TopologyError, match="cannot be read"):
-        load_topology("/nonexistent/topology.json")
 
 
 def test_start_emulators_without_pytest() -> None:
