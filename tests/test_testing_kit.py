@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,7 @@ TOPOLOGY = {"topics": [{"name": "orders", "subscriptions": [{"name": "orders-aud
 # A Google-sample-shaped app: created at import, settings from the environment only.
 MAIN = '''
 import os
+import re
 from flask import Flask, request
 import cloudclients
 from cloudclients import CloudClients, get_storage
@@ -77,6 +79,7 @@ def test_an_order_is_published_and_stored():
 
 def write_project(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(textwrap.dedent(text))
     return root
 
@@ -151,16 +154,66 @@ def test_a_factory_app_and_the_reset_fixture(tmp_path: Path) -> None:
     print(f"\nreset of both emulators: {reset.split()[-1]} s")
 
 
-def test_an_emulator_that_cannot_start_fails_the_session_in_one_line(tmp_path: Path) -> None:
-    """Google's emulator asked for where Java cannot be found: the session fails at once with one
-    line naming the emulator and the reason (no traceback, no test run)."""
+def errors(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("ERROR:")]
+
+
+STUB_PUBSUB = {  # `python -m cloudclients_emulator` found first on PYTHONPATH: prints, then dies
+    "stubs/cloudclients_emulator/__init__.py": "",
+    "stubs/cloudclients_emulator/__main__.py": '''
+    import sys
+    print("cloudclients-emulator: starting", flush=True)
+    print("boom: port in use", file=sys.stderr, flush=True)
+    print("", file=sys.stderr)
+    sys.exit(3)
+    ''',
+}
+STUB_STORAGE = {  # the gcp-storage-emulator console script imports gcp_storage_emulator.__main__
+    "stubs/gcp_storage_emulator/__init__.py": "",
+    "stubs/gcp_storage_emulator/__main__.py": '''
+    import sys
+
+    def main():
+        print("storage: loading", file=sys.stderr)
+        print("storage boom: disk full", file=sys.stderr, flush=True)
+        return 4
+    ''',
+}
+
+
+@pytest.mark.parametrize(("kind", "stub", "expected"), [
+    ("pubsub", STUB_PUBSUB, "cloudclients-emulator (Pub/Sub) exited with code 3 before it was ready: "
+                            "boom: port in use (log: "),
+    ("storage", STUB_STORAGE, "gcp-storage-emulator exited with code 4 before it was ready: "
+                              "storage boom: disk full (log: "),
+])
+def test_an_emulator_that_crashes_at_start_fails_the_session_in_one_line(
+    tmp_path: Path, kind: str, stub: dict[str, str], expected: str
+) -> None:
+    """An emulator that exits at start fails the session at once with one line: which emulator, its
+    exit code, its last line of output and its log file (kept, holding the whole output)."""
+    write_project(tmp_path, {"pytest.ini": f"[pytest]\ncloudclients_emulators = {kind}\n", **stub,
+                             "test_nothing.py": "def test_never_runs():\n    raise AssertionError\n"})
+    done = run_pytest(tmp_path, env={"PYTHONPATH": str(tmp_path / "stubs")})
+    assert done.returncode != 0
+    [error] = errors(done)
+    assert f"ERROR: cloudclients: could not start the emulators ['{kind}']: {expected}" in error, error
+    log = Path(re.search(r"\(log: (.+)\)$", error).group(1))  # type: ignore[union-attr]
+    try:
+        assert "boom" in log.read_text()
+    finally:
+        log.unlink()
+    assert "Traceback" not in done.stderr and "test_never_runs" not in done.stdout
+
+
+def test_an_emulator_that_is_not_installed_fails_the_session_in_one_line(tmp_path: Path) -> None:
+    """Google's emulator asked for where Java cannot be found: one line naming what to install."""
     write_project(tmp_path, {"pytest.ini": "[pytest]\ncloudclients_emulators = pubsub\n",
                              "test_nothing.py": "def test_never_runs():\n    raise AssertionError\n"})
     done = run_pytest(tmp_path, "--pubsub-emulator=official", env={"PATH": str(Path(sys.executable).parent)})
     assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-    assert len(errors) == 1, done.stderr
-    assert "cloudclients: could not start the emulators ['pubsub']" in errors[0]
+    [error] = errors(done)
+    assert "cloudclients: could not start the emulators ['pubsub']: Google's Pub/Sub emulator is not installed" in error
     assert "Traceback" not in done.stderr and "test_never_runs" not in done.stdout
 
 
