@@ -13,7 +13,8 @@ Fixtures: ``pubsub_emulator``, ``storage_emulator``, ``cloudclients_emulators``,
 ``push_token_issuer``. See docs/testing.md.
 
 The same parts work without pytest: :func:`start_emulators` (a context
-manager), :func:`load_topology`, :func:`push_envelope`, :class:`PushTokenIssuer`.
+manager), :func:`load_topology`, :func:`push_envelope`, :func:`sign_push_token`,
+:class:`PushTokenIssuer`.
 """
 
 from ._emulators import (
@@ -53,7 +54,7 @@ from ._plugin import (
     storage_emulator,
     unique_name,
 )
-from ._push import PushTokenIssuer, SigningKey, push_envelope
+from ._push import PushTokenIssuer, SigningKey, default_push_token_issuer, push_envelope, sign_push_token
 from ._topology import Topology, TopologyError, load_topology
 
 # The plugin's hooks and fixtures are attributes of this module (the pytest11 entry point
@@ -77,6 +78,7 @@ __all__ = [
     "TopicHandle",
     "Topology",
     "TopologyError",
+    "default_push_token_issuer",
     "emulator_registry_for",
     "free_port",
     "load_topology",
@@ -84,6 +86,7 @@ __all__ = [
     "pubsub_emulator_kinds",
     "pull_messages",
     "push_envelope",
+    "sign_push_token",
     "start_emulators",
     "start_pubsub_emulator",
     "start_storage_emulator",

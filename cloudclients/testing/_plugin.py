@@ -51,7 +51,7 @@ from ._emulators import (
     start_pubsub_emulator,
     start_storage_emulator,
 )
-from ._push import PushTokenIssuer
+from ._push import PushTokenIssuer, default_push_token_issuer
 from ._topology import Topology, TopologyError, load_topology
 
 __all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
@@ -391,11 +391,11 @@ def emulator_registry(emulator_settings: Settings) -> Iterator[ClientRegistry]:
 
 
 @pytest.fixture(scope="session")
-def push_token_issuer() -> Iterator[PushTokenIssuer]:
-    """A :class:`~cloudclients.testing.PushTokenIssuer`: point ``CLOUDCLIENTS_PUSH_CERTS_URL`` at
-    its ``certs_url`` and sign tokens with ``sign_push_token(audience=…)``."""
-    with PushTokenIssuer() as issuer:
-        yield issuer
+def push_token_issuer() -> PushTokenIssuer:
+    """The process's :func:`~cloudclients.testing.default_push_token_issuer`: point
+    ``CLOUDCLIENTS_PUSH_CERTS_URL`` at its ``certs_url``; tokens from its ``sign_push_token(…)``
+    and from the module-level ``cloudclients.testing.sign_push_token(…)`` verify there."""
+    return default_push_token_issuer()
 
 
 @pytest.fixture
