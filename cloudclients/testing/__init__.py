@@ -1,7 +1,14 @@
 """Testing kit: local emulators for any Flask app, and the pytest plugin that starts them.
 
-The plugin (loaded automatically once ``cloudclients[testing]`` is installed)
-needs two ini lines to test an app created at import time or by a factory::
+The pytest plugin loads whenever cloudclients is installed next to pytest (a ``pytest11`` entry
+point named ``cloudclients``; the ``testing`` extra only adds its dependencies). With no ini option
+set it keeps every test run away from production: ``GOOGLE_APPLICATION_CREDENTIALS`` unset,
+``CLOUDSDK_CONFIG`` an empty directory, ``GCE_METADATA_HOST``/``GCE_METADATA_IP`` a loopback port
+that refuses connections, ``NO_GCE_CHECK=true``, and cloudclients clients that would use real
+credentials raise; the session header says so. Opt out with ``cloudclients_allow_production = true``
+in the ini, or ``-p no:cloudclients``.
+
+Two ini lines test an app created at import time or by a factory against emulators::
 
     [pytest]
     cloudclients_emulators = pubsub storage
