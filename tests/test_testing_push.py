@@ -4,6 +4,7 @@ on loopback, and docs/testing.md's signed-push recipe runs as written."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,14 @@ def test_sign_push_token_signs_with_the_default_issuer() -> None:
     with PushTokenIssuer() as stranger:
         assert post(sign_push_token("https://app.example/push", issuer=stranger)) == 401
     assert default_push_token_issuer() is default_push_token_issuer()
+
+
+def test_the_testing_docs_signed_push_recipe_runs_as_written() -> None:
+    """docs/testing.md's recipe for signed pushes (sign_push_token, no emulator) runs as written."""
+    docs = (ROOT / "docs" / "testing.md").read_text()
+    section = docs.split("### Recipe: a signed push without the emulator", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    namespace: dict[str, Any] = {"__name__": "recipe"}
+    exec(compile(code.group(1), "docs/testing.md", "exec"), namespace)
+    namespace["test_signed_push"]()
