@@ -57,8 +57,11 @@ class FakeMetadataServer:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         host = f"127.0.0.1:{self._server.server_address[1]}"
-        #: Environment that points google-auth at this server (and nowhere else).
-        self.env = {"GCE_METADATA_HOST": host, "GCE_METADATA_IP": host, "GCE_METADATA_TIMEOUT": "2"}
+        #: Environment that points google-auth at this server (and nowhere else). NO_GCE_CHECK=false
+        #: undoes the pytest plugin's NO_GCE_CHECK=true (inherited from this test run): the code under
+        #: test must look for the metadata server, as on Cloud Run.
+        self.env = {"GCE_METADATA_HOST": host, "GCE_METADATA_IP": host, "GCE_METADATA_TIMEOUT": "2",
+                    "NO_GCE_CHECK": "false"}
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -1,7 +1,14 @@
 """Testing kit: local emulators for any Flask app, and the pytest plugin that starts them.
 
-The plugin (loaded automatically once ``cloudclients[testing]`` is installed)
-needs two ini lines to test an app created at import time or by a factory::
+The pytest plugin loads whenever cloudclients is installed next to pytest (a ``pytest11`` entry
+point named ``cloudclients``; the ``testing`` extra only adds its dependencies). With no ini option
+set it keeps every test run away from production: ``GOOGLE_APPLICATION_CREDENTIALS`` unset,
+``CLOUDSDK_CONFIG`` an empty directory, ``GCE_METADATA_HOST``/``GCE_METADATA_IP`` a loopback port
+that refuses connections, ``NO_GCE_CHECK=true``, and cloudclients clients that would use real
+credentials raise; the session header says so. Opt out with ``cloudclients_allow_production = true``
+in the ini, or ``-p no:cloudclients``.
+
+Two ini lines test an app created at import time or by a factory against emulators::
 
     [pytest]
     cloudclients_emulators = pubsub storage
@@ -13,7 +20,8 @@ Fixtures: ``pubsub_emulator``, ``storage_emulator``, ``cloudclients_emulators``,
 ``push_token_issuer``. See docs/testing.md.
 
 The same parts work without pytest: :func:`start_emulators` (a context
-manager), :func:`load_topology`, :func:`push_envelope`, :class:`PushTokenIssuer`.
+manager), :func:`load_topology`, :func:`push_envelope`, :func:`sign_push_token`,
+:class:`PushTokenIssuer`.
 """
 
 from ._emulators import (
@@ -53,7 +61,7 @@ from ._plugin import (
     storage_emulator,
     unique_name,
 )
-from ._push import PushTokenIssuer, SigningKey, push_envelope
+from ._push import PushTokenIssuer, SigningKey, default_push_token_issuer, push_envelope, sign_push_token
 from ._topology import Topology, TopologyError, load_topology
 
 # The plugin's hooks and fixtures are attributes of this module (the pytest11 entry point
@@ -77,6 +85,7 @@ __all__ = [
     "TopicHandle",
     "Topology",
     "TopologyError",
+    "default_push_token_issuer",
     "emulator_registry_for",
     "free_port",
     "load_topology",
@@ -84,6 +93,7 @@ __all__ = [
     "pubsub_emulator_kinds",
     "pull_messages",
     "push_envelope",
+    "sign_push_token",
     "start_emulators",
     "start_pubsub_emulator",
     "start_storage_emulator",

@@ -60,7 +60,8 @@ STARTUP_TIMEOUT = 60.0
 
 
 class EmulatorError(RuntimeError):
-    """An emulator did not start or did not become ready."""
+    """An emulator did not start or did not become ready. The message is one line: which emulator,
+    how it failed (exit code, or the time waited), its last line of output and its log file (kept)."""
 
 
 class EmulatorNotInstalledError(EmulatorError):
@@ -83,6 +84,8 @@ class EmulatorProcess:
     log_path: str
     _log: IO[bytes] = field(repr=False)
     _stopped: bool = field(default=False, repr=False)
+    # stdout lines copied into the log (for emulators whose stdout is read): not their stderr
+    _copied: list[str] = field(default_factory=list, repr=False)
 
     @property
     def port(self) -> int:
@@ -232,12 +235,45 @@ def _spawn(kind: str, cmd: list[str], extra_env: Mapping[str, str] | None) -> Em
     return EmulatorProcess(kind=kind, host="", env={}, process=process, log_path=log.name, _log=log)
 
 
+_LABELS = {"cloudclients": "cloudclients-emulator (Pub/Sub)", "official": "Google's Pub/Sub emulator",
+           "storage": "gcp-storage-emulator"}
+
+
+def _start_failed(proc: EmulatorProcess, problem: str) -> EmulatorError:
+    """Stop *proc*, keep its log, and say in one line which emulator failed, how, its last words and
+    where the whole log is."""
+    stop_process_group(proc.process, 5.0)
+    proc._stopped = True
+    if proc.process.stdout is not None:
+        proc.process.stdout.close()
+    with contextlib.suppress(ValueError):
+        proc._log.flush()
+    proc._log.close()
+    lines = [line.strip() for line in proc.log_tail(200).splitlines() if line.strip()]
+    for copied in proc._copied:  # the last words are on stderr: drop what the pump copied from stdout
+        with contextlib.suppress(ValueError):
+            lines.remove(copied)
+    said = f": {lines[-1]}" if lines else " (no output)"
+    label = _LABELS.get(proc.kind, proc.kind)
+    return EmulatorError(f"{label} {problem}{said} (log: {proc.log_path})")
+
+
+def _exit_status(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def _wait_for_line(proc: EmulatorProcess, prefix: str, timeout: float) -> str:
-    """Read stdout until a line starts with *prefix*; keep draining it afterwards."""
+    """Read stdout until a line starts with *prefix*; keep draining it afterwards.
+
+    :raises EmulatorError: one line, if the process ends first or *timeout* passes.
+    """
     assert proc.process.stdout is not None
     stdout = proc.process.stdout
     found: list[str] = []
     ready = threading.Event()
+    ended = threading.Event()
 
     def pump() -> None:
         # Copies every stdout line to the log; never lets the pipe fill up.
@@ -246,34 +282,36 @@ def _wait_for_line(proc: EmulatorProcess, prefix: str, timeout: float) -> str:
                 proc._log.write(raw)
                 proc._log.flush()
             text = raw.decode("utf-8", "replace").strip()
+            if not ready.is_set():
+                proc._copied.append(text)
             if not ready.is_set() and text.startswith(prefix):
                 found.append(text)
                 ready.set()
+        ended.set()
         ready.set()
 
     threading.Thread(target=pump, name=f"cloudclients-{proc.kind}-stdout", daemon=True).start()
-    if not ready.wait(timeout) or not found:
-        tail = proc.log_tail()
-        proc.stop()
-        raise EmulatorError(f"{proc.kind} emulator did not print {prefix!r} within {timeout:.0f} s:\n{tail}")
-    return found[0]
+    ready.wait(timeout)
+    if found:
+        return found[0]
+    if ended.is_set():  # stdout closed: the process is exiting
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.process.wait(10)
+        raise _start_failed(proc, f"{_exit_status(proc.process.poll())} before it was ready")
+    raise _start_failed(proc, f"did not print {prefix!r} within {timeout:.0f} s")
 
 
 def _wait_http_ok(proc: EmulatorProcess, url: str, timeout: float, expect: str | None = "Ok") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
-            tail = proc.log_tail()
-            proc.stop()
-            raise EmulatorError(f"{proc.kind} emulator exited with {proc.process.returncode}:\n{tail}")
+            raise _start_failed(proc, f"{_exit_status(proc.process.returncode)} before it was ready")
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
             body = resp.read().decode("utf-8", "replace").strip()
             if expect is None or body == expect:
                 return
         time.sleep(0.05)
-    tail = proc.log_tail()
-    proc.stop()
-    raise EmulatorError(f"{proc.kind} emulator not ready at {url} within {timeout:.0f} s:\n{tail}")
+    raise _start_failed(proc, f"was not ready at {url} within {timeout:.0f} s")
 
 
 def stop_process_group(process: subprocess.Popen[Any], timeout: float) -> None:

@@ -1,8 +1,10 @@
 """The pytest plugin: emulators before collection, isolation, no production, fixtures.
 
-Loaded automatically once ``cloudclients[testing]`` is installed (``pytest11``
-entry point). Two ini lines (or the matching command-line flags) are all a
-project needs::
+Loaded whenever cloudclients is installed next to pytest (a ``pytest11`` entry point named
+``cloudclients`` in the core package: no extra, no import, no conftest needed). With no ini option
+set, all it does is keep the run away from production (below) and offer its fixtures.
+
+Two ini lines (or the matching command-line flags) start emulators for a project::
 
     [pytest]
     cloudclients_emulators = pubsub storage
@@ -11,24 +13,28 @@ project needs::
 The named emulators start before any conftest or test module is imported —
 apps created at import time (``import main`` at the top of a test file) see
 ``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST`` and ``GOOGLE_CLOUD_PROJECT``
-— the topology is created, and everything stops when the session ends. Under
-pytest-xdist each worker gets its own emulators.
+— the topology is created, and everything stops when the session ends (at
+interpreter exit too, if pytest stops early). Under pytest-xdist each worker
+gets its own emulators and the controller starts none. ``--help`` and
+``--version`` start nothing.
 
-While the plugin is active, tests cannot reach production: the metadata server
-is a loopback black hole, gcloud's user credentials are out of sight, and a
-cloudclients client that would use real credentials raises instead — unless
+Production is out of reach by default: ``GOOGLE_APPLICATION_CREDENTIALS`` is
+unset, ``CLOUDSDK_CONFIG`` points at an empty directory (gcloud's credentials
+hidden), ``GCE_METADATA_HOST``/``GCE_METADATA_IP`` point at a loopback port that
+refuses connections, ``NO_GCE_CHECK=true``, and a cloudclients client that would
+use real credentials raises. The session header says so. Opt out with
 ``cloudclients_allow_production = true`` (``--cloudclients-allow-production``),
-or a test is marked ``@pytest.mark.cloudclients_allow_production``.
+per test with ``@pytest.mark.cloudclients_allow_production`` (the real
+environment is given back for that test), or drop the plugin: ``-p no:cloudclients``.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import shlex
-import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +44,6 @@ from typing import Any, cast
 
 import pytest
 
-from .. import _guard
 from .._clients import ClientRegistry
 from .._config import Settings
 from ._emulators import (
@@ -51,7 +56,8 @@ from ._emulators import (
     start_pubsub_emulator,
     start_storage_emulator,
 )
-from ._push import PushTokenIssuer
+from ._production import Shield
+from ._push import PushTokenIssuer, default_push_token_issuer
 from ._topology import Topology, TopologyError, load_topology
 
 __all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
@@ -60,11 +66,6 @@ __all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
 TEST_PROJECT = "cloudclients-test"
 
 _ALLOW_MARK = "cloudclients_allow_production"
-_GUARD_FIX = (
-    "Point it at an emulator (cloudclients_emulators = pubsub storage in the pytest ini, or the "
-    "cloudclients_env fixture), or allow production explicitly: cloudclients_allow_production = true, "
-    "or @pytest.mark.cloudclients_allow_production on the test."
-)
 
 
 # -- options ------------------------------------------------------------------------------
@@ -82,7 +83,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cloudclients-emulators", default=None, metavar="KINDS",
                     help="Emulators to start before collection, e.g. 'pubsub storage' (ini: cloudclients_emulators).")
     group.addoption("--cloudclients-topology", default=None, metavar="FILE",
-                    help="Topology JSON to create on them (ini: cloudclients_topology).")
+                    help="Topology JSON to create on them, relative to the current directory (ini: "
+                         "cloudclients_topology, relative to the ini file).")
     group.addoption("--cloudclients-allow-production", action="store_true", default=None,
                     help="Let clients use real credentials (ini: cloudclients_allow_production).")
     parser.addini("cloudclients_emulators", "Emulators to start before collection: pubsub and/or storage.",
@@ -113,12 +115,47 @@ def _option(config: pytest.Config, name: str) -> Any:
 class _Session:
     """What the plugin started or changed for this session, to undo at the end."""
 
+    project: str = TEST_PROJECT
+    kinds: tuple[EmulatorKind, ...] = ()
     emulators: Emulators | None = None
     topology: Topology | None = None
     environ: dict[str, str | None] | None = None
-    black_hole: socket.socket | None = None
-    gcloud_dir: tempfile.TemporaryDirectory[str] | None = None
+    shield: Shield | None = None
     startup_seconds: float = 0.0
+    deferred_to_workers: bool = False
+    _registry: ClientRegistry | None = None
+
+    def registry(self) -> ClientRegistry:
+        """Clients on the session's emulators (built once: the reset fixture reuses them)."""
+        if self._registry is None:
+            assert self.emulators is not None
+            self._registry = emulator_registry_for(self.emulators, name="cloudclients-topology")
+        return self._registry
+
+    def stop_emulators(self) -> None:
+        """Close the clients and stop the emulators. Idempotent."""
+        if self._registry is not None:
+            with contextlib.suppress(Exception):
+                self._registry.close(timeout=5)
+            self._registry = None
+        if self.emulators is not None:
+            self.emulators.stop()
+            self.emulators = None
+
+    def close(self) -> None:
+        """Stop what was started and restore the environment. Idempotent; also runs at exit."""
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.close)
+        self.stop_emulators()
+        for key, value in (self.environ or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.environ = None
+        if self.shield is not None:
+            self.shield.close()
+            self.shield = None
 
 
 _SESSION_KEY = pytest.StashKey[_Session]()
@@ -130,42 +167,90 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     # Runs for installed plugins before the first conftest.py is imported: the
     # earliest point at which an app created at import time can be helped.
     global _EARLY  # noqa: PLW0603 - handed to pytest_configure
-    _EARLY = _set_up(early_config)
+    _EARLY = _set_up(early_config, predict_xdist=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{_ALLOW_MARK}: let this test's clients use real Google credentials.")
+    config.addinivalue_line("markers", f"{_ALLOW_MARK}: let this test's clients use real Google credentials "
+                                       "(the real environment is given back for it).")
     global _EARLY
-    session, _EARLY = (_EARLY if _EARLY is not None else _set_up(config)), None
+    session, _EARLY = (_EARLY if _EARLY is not None else _set_up(config, predict_xdist=False)), None
     config.stash[_SESSION_KEY] = session
+    # xdist has now settled how many workers it starts (-n auto, --pdb, a conftest's hook):
+    # correct the guess made before the conftests were imported.
+    if session.kinds and not _help_or_version(config):
+        distributing = _xdist_distributes(config)
+        if distributing and session.emulators is not None:
+            session.stop_emulators()  # the workers start their own
+            session.deferred_to_workers = True
+        elif not distributing and session.emulators is None:
+            session.deferred_to_workers = False
+            _start_guarded(config, session)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION_KEY, None)
     if session is not None:
-        _tear_down(session)
+        session.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     session = config.stash.get(_SESSION_KEY, None)
-    if session is None or session.emulators is None:
+    if session is None:
         return []
-    names = [f"{p.kind} at {p.host}" for p in (session.emulators.pubsub, session.emulators.storage) if p]
-    return [f"cloudclients: emulators {', '.join(names)} (started in {session.startup_seconds:.2f} s)"]
+    lines = []
+    if session.emulators is not None:
+        names = [f"{p.kind} at {p.host}" for p in (session.emulators.pubsub, session.emulators.storage) if p]
+        lines.append(f"cloudclients: emulators {', '.join(names)}, project {session.project} "
+                     f"(started in {session.startup_seconds:.2f} s)")
+    elif session.deferred_to_workers:
+        lines.append(f"cloudclients: emulators {' '.join(session.kinds)} start in each xdist worker")
+    if session.shield is not None:
+        lines.append(session.shield.describe())
+    elif not _help_or_version(config):
+        lines.append("cloudclients: production allowed (cloudclients_allow_production); clients may use real "
+                     "credentials")
+    return lines
 
 
-def _set_up(config: pytest.Config) -> _Session:
-    session = _Session()
+def _help_or_version(config: pytest.Config) -> bool:
+    return bool(_cli(config, "help") or _cli(config, "version"))
+
+
+def _set_up(config: pytest.Config, *, predict_xdist: bool) -> _Session:
+    session = _Session(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
+    if _help_or_version(config):
+        return session  # pytest --help / --version: nothing to protect, nothing to start
+    atexit.register(session.close)  # pytest may stop before pytest_unconfigure (a bad flag)
     try:
         if not _option(config, "allow_production"):
-            _refuse_production(session)
-        kinds = _kinds(config)
-        if kinds and not _xdist_controller(config):
-            _start_session_emulators(config, session, kinds)
+            session.shield = Shield()
+        session.kinds = tuple(_kinds(config))
+        topology = _topology_path(config)
+        if topology is not None and not session.kinds:
+            raise pytest.UsageError(
+                f"cloudclients: cloudclients_topology = {topology} is set but cloudclients_emulators names no "
+                "emulator to create it on; add cloudclients_emulators = pubsub (and storage, for buckets), "
+                "or remove cloudclients_topology")
+        if topology is not None:
+            session.topology = _load(topology, session.kinds)
+        if session.kinds:
+            if predict_xdist and _xdist_will_distribute(config):
+                session.deferred_to_workers = True  # the controller runs no tests
+            else:
+                _start(config, session)
     except BaseException:
-        _tear_down(session)
+        session.close()
         raise
     return session
+
+
+def _start_guarded(config: pytest.Config, session: _Session) -> None:
+    try:
+        _start(config, session)
+    except BaseException:
+        session.close()
+        raise
 
 
 def _kinds(config: pytest.Config) -> list[EmulatorKind]:
@@ -173,117 +258,133 @@ def _kinds(config: pytest.Config) -> list[EmulatorKind]:
     kinds = shlex.split(raw) if isinstance(raw, str) else list(raw)
     unknown = [k for k in kinds if k not in ("pubsub", "storage")]
     if unknown:
-        raise pytest.UsageError(f"cloudclients_emulators: unknown emulator(s) {unknown}; use pubsub and/or storage")
-    return cast(list[EmulatorKind], kinds)
+        raise pytest.UsageError(
+            f"cloudclients: cloudclients_emulators = {' '.join(kinds)}: unknown emulator {unknown[0]!r}; "
+            "name pubsub and/or storage")
+    return cast(list[EmulatorKind], list(dict.fromkeys(kinds)))
 
 
-def _xdist_controller(config: pytest.Config) -> bool:
-    # The controller of `pytest -n N` runs no tests: each worker starts its own emulators.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return False
-    numprocesses = getattr(config.option, "numprocesses", None) or getattr(
-        getattr(config, "known_args_namespace", None), "numprocesses", None)
-    return bool(numprocesses)
-
-
-def _start_session_emulators(config: pytest.Config, session: _Session, kinds: list[EmulatorKind]) -> None:
-    topology_file = _option(config, "topology")
-    if topology_file:
+def _topology_path(config: pytest.Config) -> Path | None:
+    """The topology file: a command-line path is relative to the current directory (like pytest's
+    own options), an ini value to the ini file's folder."""
+    given = _cli(config, "cloudclients_topology")
+    if given:
+        base = config.invocation_params.dir
+    else:
+        given = config.getini("cloudclients_topology")
+        if not given:
+            return None
         base = config.inipath.parent if config.inipath is not None else config.rootpath
-        path = Path(topology_file) if Path(topology_file).is_absolute() else base / topology_file
-        try:
-            session.topology = load_topology(path)
-        except TopologyError as exc:
-            raise pytest.UsageError(f"cloudclients: {exc}") from None
-        if session.topology.buckets and "storage" not in kinds:
-            raise pytest.UsageError(f"cloudclients: topology {str(path)!r} lists buckets but cloudclients_emulators "
-                                    "has no storage")
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT
+    path = Path(given)
+    return path if path.is_absolute() else base / path
+
+
+def _load(path: Path, kinds: tuple[EmulatorKind, ...]) -> Topology:
+    try:
+        topology = load_topology(path)
+    except TopologyError as exc:
+        raise pytest.UsageError(f"cloudclients: {exc}") from None
+    if topology.buckets and "storage" not in kinds:
+        raise pytest.UsageError(f"cloudclients: topology {str(path)!r}: buckets: listed, but cloudclients_emulators "
+                                "has no storage; add storage to it")
+    if topology.topics and "pubsub" not in kinds:
+        raise pytest.UsageError(f"cloudclients: topology {str(path)!r}: topics: listed, but cloudclients_emulators "
+                                "has no pubsub; add pubsub to it")
+    return topology
+
+
+def _xdist_will_distribute(config: pytest.Config) -> bool:
+    """Whether pytest-xdist will run the tests in workers, decided as its pytest_cmdline_main will
+    decide it (xdist/plugin.py), from the pre-parsed options: -n N|auto|logical, --pdb (auto → 0),
+    PYTEST_XDIST_AUTO_NUM_WORKERS, --maxprocesses, --dist, --tx, --collect-only."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return False  # a worker runs tests: it needs emulators
+    ns = getattr(config, "known_args_namespace", config.option)
+    if not hasattr(ns, "numprocesses") or getattr(ns, "collectonly", False):
+        return False  # xdist not installed (or -p no:xdist), or collection only
+    dist = "load" if getattr(ns, "distload", False) else getattr(ns, "dist", "no")
+    tx = list(getattr(ns, "tx", None) or [])
+    numprocesses = ns.numprocesses
+    if numprocesses in ("auto", "logical"):
+        if getattr(ns, "usepdb", False):
+            numprocesses, dist = 0, "no"
+        else:
+            numprocesses = config.hook.pytest_xdist_auto_num_workers(config=config)
+    if numprocesses:
+        dist = "load" if dist == "no" else dist
+        maxprocesses = getattr(ns, "maxprocesses", None)
+        tx = ["popen"] * (min(numprocesses, maxprocesses) if maxprocesses else numprocesses)
+    if numprocesses == 0:
+        dist, tx = "no", []
+    return dist != "no" and bool(tx)
+
+
+def _xdist_distributes(config: pytest.Config) -> bool:
+    """After xdist's pytest_cmdline_main: whether this process is a controller handing tests to workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or hasattr(config, "workerinput"):
+        return False
+    if config.getoption("collectonly", False):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+
+
+def _start(config: pytest.Config, session: _Session) -> None:
     started = time.monotonic()
     try:
-        session.emulators = start_emulators(kinds, project=project, pubsub_kind=_cli(config, "pubsub_emulator"))
+        session.emulators = start_emulators(session.kinds, project=session.project,
+                                            pubsub_kind=_cli(config, "pubsub_emulator") or "auto")
     except (EmulatorError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise pytest.UsageError(f"cloudclients: could not start the emulators {kinds}: {first}") from None
-    session.environ = _export({**session.emulators.env, "GOOGLE_CLOUD_PROJECT": project})
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise pytest.UsageError(f"cloudclients: could not start the emulators {list(session.kinds)}: {reason}") \
+            from None
+    exported = _export({**session.emulators.env, "GOOGLE_CLOUD_PROJECT": session.project})
+    session.environ = {**exported, **(session.environ or {})}
     if session.topology is not None:
-        _create(session.topology, session.emulators)
+        _create(session.topology, session)
     session.startup_seconds = time.monotonic() - started
 
 
-def _create(topology: Topology, emulators: Emulators) -> None:
-    registry = emulator_registry_for(emulators, name="cloudclients-topology")
+def _create(topology: Topology, session: _Session) -> None:
     try:
-        topology.create(registry)
+        topology.create(session.registry())
     except Exception as exc:
-        raise pytest.UsageError(f"cloudclients: creating the topology failed: {exc}") from None
-    finally:
-        registry.close(timeout=5)
+        reason = " ".join(str(exc).split())
+        raise pytest.UsageError(f"cloudclients: creating the topology failed: {reason}") from None
 
 
-def _refuse_production(session: _Session) -> None:
-    # The metadata server is where Cloud Run/GCE credentials and projects come from: a
-    # bound-but-not-listening loopback port refuses every connection at once.
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    session.black_hole = hole
-    address = f"127.0.0.1:{hole.getsockname()[1]}"
-    session.gcloud_dir = tempfile.TemporaryDirectory(prefix="cloudclients-no-gcloud-")
-    changes: dict[str, str | None] = {
-        "GCE_METADATA_HOST": address, "GCE_METADATA_IP": address,
-        "CLOUDSDK_CONFIG": session.gcloud_dir.name,  # no `gcloud auth application-default login` credentials
-        "GOOGLE_APPLICATION_CREDENTIALS": None,
-    }
-    previous = _export(changes)
-    session.environ = {**(session.environ or {}), **previous}
-    _guard.refuse_production(_GUARD_FIX)
-
-
-def _export(changes: dict[str, str | None]) -> dict[str, str | None]:
-    """Apply *changes* to os.environ (``None`` unsets); return what to restore."""
+def _export(changes: dict[str, str]) -> dict[str, str | None]:
+    """Set *changes* in os.environ; return what to restore."""
     previous: dict[str, str | None] = {}
     for key, value in changes.items():
         if key == "GOOGLE_CLOUD_PROJECT" and os.environ.get(key):
             continue  # the user's own project wins
         previous[key] = os.environ.get(key)
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        os.environ[key] = value
     return previous
 
 
-def _tear_down(session: _Session) -> None:
-    if session.emulators is not None:
-        session.emulators.stop()
-        session.emulators = None
-    for key, value in (session.environ or {}).items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    session.environ = None
-    if session.black_hole is not None:
-        session.black_hole.close()
-        session.black_hole = None
-    if session.gcloud_dir is not None:
-        session.gcloud_dir.cleanup()
-        session.gcloud_dir = None
-    _guard.refuse_production(None)
+def _project(config: pytest.Config) -> str:
+    """The session's project: ``GOOGLE_CLOUD_PROJECT`` as it was when the session began, else
+    :data:`TEST_PROJECT`."""
+    session = config.stash.get(_SESSION_KEY, None)
+    return session.project if session is not None else (os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
 
 
 @pytest.fixture(autouse=True)
 def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Lifts the no-production guard for a test marked ``cloudclients_allow_production``."""
-    if request.node.get_closest_marker(_ALLOW_MARK) is None:
+    """For a test marked ``cloudclients_allow_production``: the real environment back
+    (``GOOGLE_APPLICATION_CREDENTIALS``, ``CLOUDSDK_CONFIG``, the metadata variables,
+    ``NO_GCE_CHECK``) and real credentials allowed; hidden again after the test."""
+    session = request.config.stash.get(_SESSION_KEY, None)
+    shield = session.shield if session is not None else None
+    if shield is None or request.node.get_closest_marker(_ALLOW_MARK) is None:
         yield
         return
-    _guard.refuse_production(None)
+    shield.lift()
     try:
         yield
     finally:
-        if not _option(request.config, "allow_production"):
-            _guard.refuse_production(_GUARD_FIX)
+        shield.cover()
 
 
 # -- emulator fixtures --------------------------------------------------------------------------
@@ -314,7 +415,8 @@ def pubsub_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]
     """A Pub/Sub emulator running for the whole session (the session's own, when
     ``cloudclients_emulators`` names one)."""
     kind = request.config.getoption("--pubsub-emulator")
-    yield from _session_or_new(request.config, "pubsub", lambda: start_pubsub_emulator(kind, project=TEST_PROJECT))
+    project = _project(request.config)
+    yield from _session_or_new(request.config, "pubsub", lambda: start_pubsub_emulator(kind, project=project))
 
 
 @pytest.fixture(scope="session")
@@ -325,10 +427,15 @@ def storage_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess
 
 
 @pytest.fixture(scope="session")
-def cloudclients_emulators(pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess) -> Emulators:
-    """Both emulators of the session as one :class:`~cloudclients.testing.Emulators`."""
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT
-    return Emulators(pubsub=pubsub_emulator, storage=storage_emulator, project=project)
+def cloudclients_emulators(request: pytest.FixtureRequest) -> Emulators:
+    """The session's emulators as one :class:`~cloudclients.testing.Emulators`: those
+    ``cloudclients_emulators`` names (and only those), or, when it names none, both, started on
+    first use."""
+    session = request.config.stash.get(_SESSION_KEY, None)
+    if session is not None and session.emulators is not None:
+        return session.emulators
+    return Emulators(pubsub=request.getfixturevalue("pubsub_emulator"),
+                     storage=request.getfixturevalue("storage_emulator"), project=_project(request.config))
 
 
 @pytest.fixture
@@ -338,30 +445,34 @@ def cloudclients_reset(request: pytest.FixtureRequest, cloudclients_emulators: E
     ``@pytest.mark.usefixtures("cloudclients_reset")``, or for all with an autouse fixture."""
     cloudclients_emulators.reset()
     session = request.config.stash.get(_SESSION_KEY, None)
-    if session is not None and session.topology is not None:
-        _create(session.topology, cloudclients_emulators)
+    if session is not None and session.topology is not None and session.emulators is cloudclients_emulators:
+        _create(session.topology, session)
     return cloudclients_emulators
 
 
 @pytest.fixture
 def cloudclients_env(
+    request: pytest.FixtureRequest,
     pubsub_emulator: EmulatorProcess,
     storage_emulator: EmulatorProcess,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
-    """Point the environment at the emulators for one test; return the variables."""
-    env = {**pubsub_emulator.env, **storage_emulator.env, "GOOGLE_CLOUD_PROJECT": TEST_PROJECT}
+    """Point the environment at the emulators for one test (``GOOGLE_CLOUD_PROJECT``: the
+    session's project); return the variables."""
+    env = {**pubsub_emulator.env, **storage_emulator.env, "GOOGLE_CLOUD_PROJECT": _project(request.config)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
 
 
 @pytest.fixture
-def emulator_settings(pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess) -> Settings:
-    """Settings pointing at both emulators (no environment involved)."""
+def emulator_settings(
+    request: pytest.FixtureRequest, pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess
+) -> Settings:
+    """Settings pointing at both emulators and naming the session's project (no environment involved)."""
     return Settings.from_mapping(
         {
-            "CLOUDCLIENTS_PROJECT": TEST_PROJECT,
+            "CLOUDCLIENTS_PROJECT": _project(request.config),
             "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
             "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": storage_emulator.host,
             "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15,
@@ -391,11 +502,11 @@ def emulator_registry(emulator_settings: Settings) -> Iterator[ClientRegistry]:
 
 
 @pytest.fixture(scope="session")
-def push_token_issuer() -> Iterator[PushTokenIssuer]:
-    """A :class:`~cloudclients.testing.PushTokenIssuer`: point ``CLOUDCLIENTS_PUSH_CERTS_URL`` at
-    its ``certs_url`` and sign tokens with ``sign_push_token(audience=…)``."""
-    with PushTokenIssuer() as issuer:
-        yield issuer
+def push_token_issuer() -> PushTokenIssuer:
+    """The process's :func:`~cloudclients.testing.default_push_token_issuer`: point
+    ``CLOUDCLIENTS_PUSH_CERTS_URL`` at its ``certs_url``; tokens from its ``sign_push_token(…)``
+    and from the module-level ``cloudclients.testing.sign_push_token(…)`` verify there."""
+    return default_push_token_issuer()
 
 
 @pytest.fixture
@@ -452,15 +563,16 @@ def pull_messages(registry: ClientRegistry, subscription: str, expected: int, ti
 
 @pytest.fixture
 def pubsub_topic(emulator_registry: ClientRegistry, unique_name: Callable[[str], str]) -> Iterator[TopicHandle]:
-    """A fresh topic with one subscription, deleted after the test."""
-    topic = f"projects/{TEST_PROJECT}/topics/{unique_name('topic')}"
-    subscription = f"projects/{TEST_PROJECT}/subscriptions/{unique_name('sub')}"
+    """A fresh topic with one subscription in the session's project, deleted after the test."""
+    project = emulator_registry.project
+    topic = f"projects/{project}/topics/{unique_name('topic')}"
+    subscription = f"projects/{project}/subscriptions/{unique_name('sub')}"
     emulator_registry.publisher.create_topic(name=topic)
     emulator_registry.subscriber.create_subscription(
         request={"name": subscription, "topic": topic, "ack_deadline_seconds": 30}
     )
     try:
-        yield TopicHandle(TEST_PROJECT, topic, subscription, emulator_registry)
+        yield TopicHandle(project, topic, subscription, emulator_registry)
     finally:
         # Best effort: the emulator may be gone (tests that kill it on purpose).
         with contextlib.suppress(Exception):

@@ -5,11 +5,13 @@
 loopback in both of Google's formats (the v1 PEM map and the v3 JWKS), so an app
 that verifies push tokens is tested end to end without the network: point
 ``CLOUDCLIENTS_PUSH_CERTS_URL`` at :attr:`PushTokenIssuer.certs_url` and sign
-tokens with :meth:`PushTokenIssuer.sign_push_token`.
+tokens with :meth:`PushTokenIssuer.sign_push_token`. :func:`sign_push_token` signs with the
+process-wide :func:`default_push_token_issuer` (the ``push_token_issuer`` fixture is that one too).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime
 import http.server
@@ -21,9 +23,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PushTokenIssuer", "SigningKey", "push_envelope"]
+__all__ = ["PushTokenIssuer", "SigningKey", "default_push_token_issuer", "push_envelope", "sign_push_token"]
 
 _IDS = itertools.count(1)
+#: The service account tokens name unless told otherwise.
+DEFAULT_EMAIL = "push@test-project.iam.gserviceaccount.com"
 
 
 def push_envelope(
@@ -39,7 +43,8 @@ def push_envelope(
     """The body Pub/Sub POSTs to a push endpoint, as the service sends it.
 
     Both the camelCase fields and the snake_case aliases the service adds are
-    present (``messageId``/``message_id``, ``publishTime``/``publish_time``).
+    present (``messageId``/``message_id``, ``publishTime``/``publish_time``), and
+    ``attributes`` always is (``{}`` when there are none), as the service sends it.
 
     :param data: the payload (``str`` is UTF-8 encoded), sent base64-encoded.
     :param message_id: default: a fresh numeric ID.
@@ -57,8 +62,7 @@ def push_envelope(
         "data": base64.b64encode(payload).decode("ascii"),
         "messageId": ident, "message_id": ident, "publishTime": when, "publish_time": when,
     }
-    if attributes:
-        message["attributes"] = dict(attributes)
+    message["attributes"] = dict(attributes or {})  # the service sends it even when empty
     if ordering_key:
         message["orderingKey"] = ordering_key
     body: dict[str, Any] = {"message": message, "subscription": subscription}
@@ -158,7 +162,7 @@ class PushTokenIssuer:
         self,
         audience: str,
         *,
-        email: str = "push@test-project.iam.gserviceaccount.com",
+        email: str = DEFAULT_EMAIL,
         lifetime: float = 3600.0,
         **claims: Any,
     ) -> str:
@@ -197,6 +201,47 @@ class PushTokenIssuer:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+_DEFAULT: PushTokenIssuer | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_push_token_issuer() -> PushTokenIssuer:
+    """The process-wide :class:`PushTokenIssuer`: started on first use, serving its certificates on
+    127.0.0.1 until the interpreter exits. Point ``CLOUDCLIENTS_PUSH_CERTS_URL`` at its
+    :attr:`~PushTokenIssuer.certs_url` (or ``jwks_url``) to accept the tokens of :func:`sign_push_token`."""
+    global _DEFAULT  # noqa: PLW0603 - one issuer per process
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = PushTokenIssuer()
+                atexit.register(_DEFAULT.close)
+    return _DEFAULT
+
+
+def sign_push_token(
+    audience: str,
+    *,
+    email: str = DEFAULT_EMAIL,
+    issuer: PushTokenIssuer | None = None,
+    lifetime: float = 3600.0,
+    **claims: Any,
+) -> str:
+    """An ID token as Pub/Sub push attaches it (``Authorization: Bearer …``), signed by *issuer*
+    (default: :func:`default_push_token_issuer`, whose ``certs_url`` must be the app's
+    ``CLOUDCLIENTS_PUSH_CERTS_URL``)::
+
+        app.config["CLOUDCLIENTS_PUSH_CERTS_URL"] = default_push_token_issuer().certs_url
+        token = sign_push_token("https://orders.example.com/push")
+
+    :param audience: the ``aud`` claim: the endpoint's configured audience.
+    :param email: the push service account (``email``, verified).
+    :param lifetime: seconds from now to ``exp``.
+    :param claims: extra or replacement claims; ``None`` removes one (say, ``exp=None``).
+    """
+    signer = issuer if issuer is not None else default_push_token_issuer()
+    return signer.sign_push_token(audience, email=email, lifetime=lifetime, **claims)
 
 
 def _handler(issuer: PushTokenIssuer) -> type[http.server.BaseHTTPRequestHandler]:

@@ -7,9 +7,11 @@ The same JSON as ``cloudclients-emulator --topology``::
                                    {"name": "orders-push", "pushConfig": {"pushEndpoint": "http://127.0.0.1:8080/push"}}]}],
      "buckets": ["receipts"]}
 
-Short names resolve against the project; a subscription takes any field of the
-service's ``Subscription`` in its JSON form. Created through the real clients,
-so it works against either Pub/Sub emulator (and would against the service).
+Short names resolve against the project; a topic may have ``labels``; a subscription takes any
+field of the service's ``Subscription`` in its JSON form. Nothing else is accepted: the rules
+(``_topology_rules.py``) are the emulator's own, so a file either works in both places or is
+refused by both with the same one line. Created through the real clients, so it works against
+either Pub/Sub emulator (and would against the service).
 """
 
 from __future__ import annotations
@@ -22,13 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._clients import ClientRegistry
+from ._topology_rules import TopologyError, read_topology
 
 __all__ = ["Topology", "TopologyError", "load_topology"]
-
-
-class TopologyError(ValueError):
-    """A topology file is unreadable or not of the documented shape (the message says where)."""
-
 
 @dataclass(frozen=True)
 class Topology:
@@ -72,43 +70,19 @@ class Topology:
 
 
 def load_topology(path: str | os.PathLike[str]) -> Topology:
-    """Read and check a topology file.
+    """Read and check a topology file, by the same rules as ``cloudclients-emulator --topology``.
 
-    :raises TopologyError: naming the file and what is wrong with it.
+    :raises TopologyError: one line naming the file and the field (``topology 't.json':
+        topics[0].labels: must be an object of strings, not "x"``).
     """
-    where = os.fspath(path)
-    try:
-        with open(where, encoding="utf-8") as fh:
-            spec = json.load(fh)
-    except OSError as exc:
-        raise TopologyError(f"topology {where!r} cannot be read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise TopologyError(f"topology {where!r} is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict) or set(spec) - {"topics", "buckets"}:
-        raise TopologyError(f"topology {where!r} must be an object with only 'topics' and 'buckets'")
-    topics: dict[str, list[dict[str, Any]]] = {}
-    labels: dict[str, dict[str, str]] = {}
-    for i, topic in enumerate(_list(spec, "topics", where)):
-        if not isinstance(topic, dict) or not isinstance(topic.get("name"), str) or not topic["name"]:
-            raise TopologyError(f"topology {where!r}: topics[{i}] needs a 'name' string")
-        subscriptions = _list(topic, "subscriptions", f"{where} topics[{i}]")
-        for j, sub in enumerate(subscriptions):
-            if not isinstance(sub, dict) or not isinstance(sub.get("name"), str) or not sub["name"]:
-                raise TopologyError(f"topology {where!r}: topics[{i}].subscriptions[{j}] needs a 'name' string")
-        topics[topic["name"]] = list(subscriptions)
-        if topic.get("labels"):
-            labels[topic["name"]] = dict(topic["labels"])
-    buckets = _list(spec, "buckets", where)
-    if not all(isinstance(b, str) and b for b in buckets):
-        raise TopologyError(f"topology {where!r}: 'buckets' must be a list of names")
-    return Topology(topics=topics, buckets=tuple(buckets), labels=labels)
+    from google.pubsub_v1.types import Subscription
 
-
-def _list(mapping: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    value = mapping.get(key, [])
-    if not isinstance(value, list):
-        raise TopologyError(f"topology {where!r}: {key!r} must be a list")
-    return value
+    spec = read_topology(path, Subscription.pb())
+    return Topology(
+        topics={t.name: [{"name": s.name, **s.body} for s in t.subscriptions] for t in spec.topics},
+        buckets=spec.buckets,
+        labels={t.name: t.labels for t in spec.topics if t.labels},
+    )
 
 
 def _full(name: str, project: str, collection: str) -> str:

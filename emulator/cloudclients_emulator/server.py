@@ -19,9 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
-
-from google.protobuf import json_format
 
 from .errors import Code
 from .faults import Faults
@@ -31,6 +28,7 @@ from .push import PushDelivery
 from .rest import HttpApp
 from .service import ALL_METHODS, Service
 from .state import Caps, State, pb
+from .topology_rules import read_topology
 
 __all__ = ["Emulator", "is_loopback"]
 
@@ -181,30 +179,29 @@ class Emulator:
         return name if name.startswith("projects/") else f"projects/{self.project}/{collection}/{name}"
 
     async def _load_topology(self, state: State, path: str) -> None:
-        """Create what *path* describes::
+        """Create what *path* describes (the rules, shared with cloudclients' pytest plugin, are in
+        topology_rules.py)::
 
             {"topics": [{"name": "orders", "subscriptions": [{"name": "orders-worker", "ackDeadlineSeconds": 30}]}],
              "buckets": ["receipts"]}
         """
-        with open(path, encoding="utf-8") as fh:
-            spec: dict[str, Any] = json.load(fh)
-        for topic in spec.get("topics", []):
-            name = self._full(topic["name"], "topics")
-            state.create_topic(pb.Topic(name=name, labels=topic.get("labels", {})))
-            for sub in topic.get("subscriptions", []):
-                body = {k: v for k, v in sub.items() if k != "name"}
-                request = json_format.ParseDict(body, pb.Subscription())
-                request.name = self._full(sub["name"], "subscriptions")
+        spec = read_topology(path, pb.Subscription)
+        for topic in spec.topics:
+            name = self._full(topic.name, "topics")
+            state.create_topic(pb.Topic(name=name, labels=topic.labels))
+            for sub in topic.subscriptions:
+                request = pb.Subscription()
+                request.CopyFrom(sub.message)
+                request.name = self._full(sub.name, "subscriptions")
                 request.topic = name
                 dlq = request.dead_letter_policy.dead_letter_topic
                 if dlq:
                     request.dead_letter_policy.dead_letter_topic = self._full(dlq, "topics")
                 state.create_subscription(request)
-        buckets = spec.get("buckets", [])
-        if buckets and self.storage_host is None:
-            raise RuntimeError(f"{path} lists buckets but no --storage-port was given")
-        if buckets:
-            await asyncio.to_thread(self._create_buckets, buckets)
+        if spec.buckets and self.storage_host is None:
+            raise RuntimeError(f"topology {path!r}: buckets: the file lists buckets but no --storage-port was given")
+        if spec.buckets:
+            await asyncio.to_thread(self._create_buckets, list(spec.buckets))
 
     def _create_buckets(self, buckets: list[str]) -> None:
         import urllib.request  # deferred, as above
