@@ -27,9 +27,12 @@ from tests.conformance_core.test_streaming import publish
 from tests.helpers import wait_for
 
 
-def test_a_closed_streams_ack_ids_stay_valid_until_their_deadline(target: Target) -> None:
+def test_a_closed_streams_ack_ids_stay_valid_until_their_deadline(request: pytest.FixtureRequest,
+                                                                  target: Target) -> None:
     """Two messages reach a stream, which is cancelled. Neither is redelivered at once; the one acked
     afterwards by unary Acknowledge never comes back; the other does once its deadline runs out."""
+    xfail_official(request, target, "the official emulator's cancelled StreamingPull may keep taking the "
+                   "redelivered message (its known dead-stream bug): passes or fails by timing", strict=False)
     topic = target.topic()
     sub = target.subscription(topic, ack_deadline_seconds=10)
     publish(target, topic, 2)
