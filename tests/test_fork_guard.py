@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,16 +24,20 @@ from flask import Flask
 
 import cloudclients
 from cloudclients import BackgroundSubscription, CloudClients, SubscriptionState
-from cloudclients.testing import TopicHandle
+from cloudclients.testing import EmulatorProcess, TopicHandle, start_pubsub_emulator
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.fork
 
 
-def run(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    code: str, env: Mapping[str, str | None] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter, with *env* on top of this one's (``None``: unset)."""
+    merged = {**os.environ, **(env or {})}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False,
-        env={**os.environ, **(env or {})},
+        env={key: value for key, value in merged.items() if value is not None},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -43,7 +47,7 @@ def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> dict[str, object]:
+def run_script(code: str, env: Mapping[str, str | None] | None = None, timeout: float = 60) -> dict[str, object]:
     return result_of(run(code, env, timeout))
 
 
@@ -166,20 +170,35 @@ def test_threads_racing_a_subscriptions_pid_check_after_a_c_level_fork_start_one
         assert result == {"started": 1, "running": True, "forks_seen": 1}
 
 
-_ONE_DEADLINE = r"""
-import json, os, threading, time
-from cloudclients import ClientRegistry
-from cloudclients._forkgate import GATE, ensure_fork_hooks
+# A real unary gRPC call held in flight: the emulator's fault injection delays the next GetTopic
+# by a minute (an outage), and the script goes on once the emulator has taken the call.
+_CALL_IN_FLIGHT = r"""
+import json, os, threading, time, urllib.request
+from cloudclients import ClientRegistry, Settings
 
-ensure_fork_hooks()                      # as after the process's first gRPC channel
+host = os.environ["PUBSUB_EMULATOR_HOST"]
+def admin(method, path, body=None):
+    request = urllib.request.Request(f"http://{host}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+registry = ClientRegistry.from_settings(Settings.from_mapping(
+    {"CLOUDCLIENTS_PROJECT": "fork-test", "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": host}, environ={}))
+topic = registry.publisher.create_topic(name=f"projects/fork-test/topics/held-{os.getpid()}").name
+admin("POST", "/admin/faults", {"method": "GetTopic", "count": 1, "status": "OK", "delay_ms": 60000})
+threading.Thread(target=lambda: registry.publisher.get_topic(topic=topic, timeout=90), daemon=True).start()
+deadline = time.monotonic() + 30
+while admin("GET", "/admin/faults")["faults"]:   # the fault is used up once the call reached the emulator
+    assert time.monotonic() < deadline, "the held call never reached the emulator"
+    time.sleep(0.05)
+"""
+
+_ONE_DEADLINE = _CALL_IN_FLIGHT + r"""
+import signal
 release = threading.Event()
 entered = threading.Semaphore(0)
-def call_in_flight():
-    with GATE.call():                    # a unary call that does not finish (an outage)
-        entered.release()
-        release.wait(60)
-threading.Thread(target=call_in_flight, daemon=True).start()
-registry = ClientRegistry("slow-builds")
 def stuck_factory():
     entered.release()
     release.wait(60)                     # a construction stuck (a hanging metadata lookup)
@@ -187,25 +206,41 @@ def stuck_factory():
 for name in ("a", "b", "c", "d"):
     registry.register(name, stuck_factory)
     threading.Thread(target=registry.get, args=(name,), daemon=True).start()
-for _ in range(5):
-    entered.acquire()                    # the call is in flight, every slot lock is held
+for _ in range(4):
+    entered.acquire()                    # every slot lock is held by a construction
 began = time.monotonic()
 pid = os.fork()
 if pid == 0:
     os._exit(0)
 waited = time.monotonic() - began
-os.waitpid(pid, 0)
+for _ in range(300):                     # gRPC may hang a child forked with a call in flight: not our question
+    if os.waitpid(pid, os.WNOHANG)[0]:
+        break
+    time.sleep(0.1)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 release.set()
-print(json.dumps({"waited": waited}))
+print(json.dumps({"waited": waited}), flush=True)
+os._exit(0)                              # the held call answers in a minute: do not wait for it
 """
 
 
+@pytest.fixture
+def held_emulator() -> Iterator[EmulatorProcess]:
+    """A Pub/Sub emulator of this project's (its fault injection holds calls) for one test alone:
+    the faults it arms would delay another test's calls."""
+    with start_pubsub_emulator("cloudclients") as emulator:
+        yield emulator
+
+
 @pytest.mark.slow
-def test_a_fork_waits_for_calls_and_locks_within_one_deadline() -> None:
-    """With a gated gRPC call that does not finish and four client constructions stuck holding
-    their locks, fork() proceeds after one bound (5 s) for all of it together — not the gate's
-    10 s plus 5 s for the locks (15 s), nor 5 s per lock."""
-    result = run_script(_ONE_DEADLINE, timeout=90)
+def test_a_fork_waits_for_calls_and_locks_within_one_deadline(held_emulator: EmulatorProcess) -> None:
+    """With a real unary gRPC call in flight that does not finish (the emulator holds it: an
+    outage) and four client constructions stuck holding their locks, fork() proceeds after one
+    bound (5 s) for all of it together — not the gate's 10 s plus 5 s for the locks (15 s, as
+    measured on the code before 7e07f31), nor 5 s per lock."""
+    result = run_script(_ONE_DEADLINE, env=held_emulator.env, timeout=90)
     assert 4.0 < float(result["waited"]) < 10.0, result  # type: ignore[arg-type]
 
 
@@ -359,30 +394,15 @@ def test_objects_constructed_while_the_process_forks_are_never_seen_half_built()
     assert "Exception ignored" not in done.stderr and "failed" not in done.stderr, done.stderr[-3000:]
 
 
-_GATE_AFTER_C_FORK = r"""
-import ctypes, json, os, threading, time
-from cloudclients._forkgate import GATE, ensure_fork_hooks
-
-ensure_fork_hooks()                      # as after the process's first gRPC channel
-in_call, in_gate, release = threading.Event(), threading.Event(), threading.Event()
-def call_in_flight():
-    with GATE.call():                    # a unary call in flight at the moment of the fork
-        in_call.set()
-        release.wait(60)
-def call_entering():
-    with GATE._cond:                     # a call entering or leaving the gate at that moment
-        in_gate.set()
-        release.wait(60)
-for target, event in ((call_in_flight, in_call), (call_entering, in_gate)):
-    threading.Thread(target=target, daemon=True).start()
-    event.wait(10)
+_GATE_AFTER_C_FORK = _CALL_IN_FLIGHT + r"""
+import ctypes
 read, write = os.pipe()
 pid = ctypes.CDLL(None).fork()           # C-level fork: Python's at-fork hooks do not run
 if pid == 0:
     report = {"call_returned": False, "fork_returned": False}
-    def gated_call():
-        with GATE.call():
-            pass
+    def gated_call():                    # the child's own publisher (the pid check rebuilds it)
+        report["topic"] = registry.publisher.get_topic(topic=topic, timeout=20).name
+        report["transport"] = type(registry.publisher.transport).__name__
         report["call_returned"] = True
     def fork_again():
         began = time.monotonic()
@@ -395,26 +415,30 @@ if pid == 0:
     for step in (gated_call, fork_again):
         thread = threading.Thread(target=step, daemon=True)
         thread.start()
-        thread.join(15)                  # an inherited held lock blocks it for good
-    report["active"] = GATE.active
+        thread.join(30)                  # an inherited held lock blocks it for good
     os.write(write, json.dumps(report).encode())
     os._exit(0)
 os.close(write)
+out = b""
+while chunk := os.read(read, 4096):
+    out += chunk
 os.waitpid(pid, 0)
-release.set()
-print(os.read(read, 4096).decode())
+print(out.decode(), flush=True)
+os._exit(0)                              # the held call answers in a minute: do not wait for it
 """
 
 
-def test_the_call_gate_is_fresh_in_a_child_of_a_c_level_fork() -> None:
-    """A C-level fork (no Python hooks) while one gated gRPC call is in flight and another holds
-    the gate's lock: in the child a gated call goes through, the gate counts no call, and an
-    os.fork() does not wait for the parent's calls. (The child inherited the count and the
-    lock: its gated calls deadlocked, and its forks hung — or, with only a call in flight,
-    waited the gate's full 10 s.)"""
-    result = run_script(_GATE_AFTER_C_FORK, timeout=90)
-    assert {k: result.get(k) for k in ("active", "call_returned", "fork_returned")} == {
-        "active": 0, "call_returned": True, "fork_returned": True}, result
+def test_the_call_gate_is_fresh_in_a_child_of_a_c_level_fork(held_emulator: EmulatorProcess) -> None:
+    """A C-level fork (no Python hooks) while a real unary gRPC call is in flight (held by the
+    emulator): in the child a new gated gRPC call goes through and an os.fork() does not wait for
+    the parent's call. (The child inherited the gate's count of calls in flight: each of its forks
+    waited the gate's full 10 s, as measured on the code before 7e07f31. An inherited held gate
+    lock, which deadlocked its calls and forks, needs a thread inside the gate's lock at the very
+    moment of the fork: no public way to arrange that.)"""
+    env = {**held_emulator.env, "GRPC_ENABLE_FORK_SUPPORT": None}  # =0 would make the child use REST (ungated)
+    result = run_script(_GATE_AFTER_C_FORK, env=env, timeout=90)
+    assert {k: result.get(k) for k in ("call_returned", "fork_returned", "transport")} == {
+        "call_returned": True, "fork_returned": True, "transport": "PublisherGrpcTransport"}, result
     assert float(result["fork_seconds"]) < 4.0, result  # type: ignore[arg-type]
 
 
