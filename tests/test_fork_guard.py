@@ -249,32 +249,38 @@ import json, os, sys, threading
 from cloudclients import ClientRegistry
 
 sys.setswitchinterval(1e-6)              # switch threads as often as possible: races show up
+NAMES = "abcdefgh"
 registries = []
 for i in range(8):
     registry = ClientRegistry(f"r{i}")
-    for name in "abcdefgh":
+    for name in NAMES:
         registry.register(name, object)
     registries.append(registry)
 
-def locks_held():
-    # Checked while no thread forks: a lock held now was left held by a fork hook, for good
-    # (its owner may have exited).
-    held = 0
+def completes(use, timeout):
+    # A lock a fork hook left held (its owner thread may have exited) blocks for good
+    # whatever needs it: run the use in a thread and give up on it after *timeout* seconds.
+    thread = threading.Thread(target=use, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+def need_every_lock():
+    # Checked while no thread forks. Every lock the fork hooks take: each registry's
+    # (register) and each client slot's (the first get() builds under it); then fresh,
+    # unbuilt slots, whose locks the next round's forks take.
     for registry in registries:
-        for lock in registry._fork_locks():
-            if lock.acquire(timeout=0):
-                lock.release()
-            else:
-                held += 1
-    return held
+        for name in NAMES:
+            registry.get(name)
+            registry.register(name, object, replace=True)
 
 THREADS, ROUNDS = 4, 50
 barrier = threading.Barrier(THREADS)
-report = {"rounds": 0, "locks_held": 0}
+report = {"rounds": 0, "usable": True}
 def forker():
     for _ in range(ROUNDS):
         barrier.wait(60)                 # every thread forks at the same moment
-        if report["locks_held"]:
+        if not report["usable"]:
             return
         pid = os.fork()
         if pid == 0:
@@ -282,34 +288,37 @@ def forker():
         os.waitpid(pid, 0)
         if barrier.wait(60) == 0:        # one thread checks while the others wait
             report["rounds"] += 1
-            report["locks_held"] = locks_held()
+            report["usable"] = completes(need_every_lock, 15)
 threads = [threading.Thread(target=forker) for _ in range(THREADS)]
 for t in threads: t.start()
 for t in threads: t.join()
 
-def use_registries():
+def use_and_close():
     for registry in registries:
         registry.register("late", object)
-        registry.get("a"), registry.get("late")
+        for name in (*NAMES, "late"):
+            registry.get(name)
+        registry.stats()
         registry.close()
-user = threading.Thread(target=use_registries, daemon=True)
-user.start()
-user.join(30)                            # a lock left held blocks them for good
-report["registries_usable"] = not user.is_alive()
-print(json.dumps(report))
+report["closed"] = report["usable"] and completes(use_and_close, 30)
+print(json.dumps(report), flush=True)
+os._exit(0)                              # a thread blocked for good must not hold up the exit
 """
 
 
 @pytest.mark.slow
 def test_threads_forking_at_once_leave_no_lock_held() -> None:
-    """Four threads fork at the same moment, 50 times, with 8 registries: no fork hook fails, no
-    registry lock is left held, and register(), get() and close() work afterwards. (With one list
-    of held locks for the process, a thread released the locks another forking thread had just
-    taken — "cannot release un-acquired lock" — and within a few rounds locks were held for good
-    by threads that had exited: the registries blocked forever.)"""
-    done = run(_CONCURRENT_FORKS, timeout=120)
-    assert "Exception ignored" not in done.stderr, done.stderr[-3000:]
-    assert result_of(done) == {"rounds": 50, "locks_held": 0, "registries_usable": True}
+    """Four threads fork at the same moment, 50 times, with 8 registries: no fork hook fails, and
+    after every round each registry's register() and each client's first get() complete (in a
+    thread with a timeout: a lock left held blocks them for good); at the end register(), get(),
+    stats() and close() complete. (With one list of held locks for the process, a thread released
+    the locks another forking thread had just taken — "cannot release un-acquired lock" — and
+    within 1-4 rounds locks were held for good: the registries blocked, as measured on the code
+    before eee0c61.)"""
+    done = run(_CONCURRENT_FORKS, timeout=180)
+    assert result_of(done) == {"rounds": 50, "usable": True, "closed": True}, done.stderr[-3000:]
+    for failure in ("Exception ignored", "cannot release un-acquired lock", "failed"):  # a hook's failure
+        assert failure not in done.stderr, done.stderr[-3000:]
 
 
 _BROKEN_OBJECT = r"""
