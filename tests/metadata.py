@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from typing import Any
 
 
@@ -17,15 +18,19 @@ class FakeMetadataServer:
     ``project=None``, like a machine that has none: 404 without the Metadata-Flavor header).
 
     :ivar paths: every path requested, in order.
+    :ivar times: when each of them was requested (``time.monotonic()``, the same clock in every
+        process of this machine).
     """
 
     def __init__(self, project: str | None = "cloud-run-project") -> None:
         self.project = project
         self.paths: list[str] = []
+        self.times: list[float] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                server.times.append(time.monotonic())
                 server.paths.append(self.path)
                 if server.project is None:
                     self._send(404, b"not found", flavor=False)

@@ -7,10 +7,12 @@ interpreter so that google-auth reads its address."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,11 +54,17 @@ def metadata() -> Iterator[FakeMetadataServer]:
     server.stop()
 
 
-def run(config: dict[str, str], metadata: FakeMetadataServer, tmp_path: Path, *topic: str) -> dict[str, object]:
+def _isolated_env(metadata: FakeMetadataServer, tmp_path: Path) -> dict[str, str]:
+    """This environment with Google's and the emulators' variables replaced by *metadata*'s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "GCE_"))}
     for key in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"):
         env.pop(key, None)
     env.update(metadata.env, CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))  # no developer ADC on this machine
+    return env
+
+
+def run(config: dict[str, str], metadata: FakeMetadataServer, tmp_path: Path, *topic: str) -> dict[str, object]:
+    env = _isolated_env(metadata, tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, json.dumps(config), *topic], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdin is not None
@@ -160,9 +168,7 @@ def test_a_failed_discovery_is_not_repeated_on_every_use(tmp_path: Path) -> None
     anew before), saying when it will be asked again."""
     absent = FakeMetadataServer(project=None)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "GCE_"))}
-        env.update(absent.env, CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
-        proc = subprocess.Popen([sys.executable, "-c", _REPEAT_SCRIPT], env=env, text=True,
+        proc = subprocess.Popen([sys.executable, "-c", _REPEAT_SCRIPT], env=_isolated_env(absent, tmp_path), text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -177,28 +183,58 @@ def test_a_failed_discovery_is_not_repeated_on_every_use(tmp_path: Path) -> None
     assert "not asked again for" in out
 
 
-def test_discovery_is_retried_later_with_a_growing_wait() -> None:
-    """After a failure the project is looked for again once the wait is over (2 s, then 4, 8 …, at
-    most 60 s), and found then: a metadata server that hiccuped does not leave the worker without
-    a project. (A fake clock: the schedule is checked without waiting for it.)"""
-    from cloudclients import ConfigError
-    from cloudclients._project import ProjectSource
+_RETRY_SCRIPT = r"""
+import json, time
+from flask import Flask
+from cloudclients import CloudClients, ConfigError
 
-    now = [100.0]
-    answers = [None, None, "late-project"]
-    calls: list[float] = []
+app = Flask("flaky-metadata")
+app.config.update(CLOUDCLIENTS_EXIT_HANDLERS=False)
+CloudClients(app)
+registry = CloudClients.get_registry(app)
+uses, found, deadline = 0, None, time.monotonic() + 40
+while found is None and time.monotonic() < deadline:
+    uses += 1                            # a request every 50 ms that needs the project
+    try:
+        found = registry.project
+    except ConfigError:
+        time.sleep(0.05)
+print(json.dumps({"uses": uses, "found": found}), flush=True)
+"""
 
-    def discover() -> str | None:
-        calls.append(now[0])
-        return answers[len(calls) - 1]
 
-    source = ProjectSource(None, discover, "set it.", clock=lambda: now[0])
-    for advance in (0.0, 1.9, 0.1, 3.9):  # fails at 100 (wait 2 s), 101.9 (cached), 102 (wait 4 s), 105.9
-        now[0] += advance
-        with pytest.raises(ConfigError):
-            source.get()
-    now[0] += 0.1
-    assert source.get() == "late-project"
-    assert calls == [100.0, 102.0, 106.0]
-    now[0] += 1000
-    assert source.get() == "late-project" and len(calls) == 3
+def _lookups(server: FakeMetadataServer) -> list[float]:
+    # Each discovery starts with one request for the server's root (google-auth's "is this GCE?").
+    return [t for t, path in zip(server.times, server.paths, strict=False) if path.rstrip("/") == ""]
+
+
+@pytest.mark.slow
+def test_discovery_is_retried_later_with_a_growing_wait(tmp_path: Path) -> None:
+    """The metadata server answers like off GCP twice, then names the project: a request that
+    needs the project every 50 ms asks it once, then again only 2 s later, then only 4 s after
+    that — and finds the project then (a metadata server that hiccuped does not leave the worker
+    without one). The uses in between ask nothing. Real time, lower bounds only (a loaded machine
+    only asks later); the later waits (8, 16 … at most 60 s) would take minutes to watch and are
+    not checked here."""
+    flaky = FakeMetadataServer(project=None)
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _RETRY_SCRIPT], env=_isolated_env(flaky, tmp_path), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while len(_lookups(flaky)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            flaky.project = "late-project"   # the third discovery finds it
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err[-3000:]
+    finally:
+        flaky.stop()
+    result = json.loads(out.strip().splitlines()[-1])
+    lookups = _lookups(flaky)
+    assert result["found"] == "late-project", (result, flaky.paths)
+    assert len(lookups) == 3, (result, flaky.paths)
+    waits = [later - earlier for earlier, later in itertools.pairwise(lookups)]
+    assert waits[0] > 1.5 and waits[1] > 3.5, waits  # 2 s, then 4 s (less the server's own jitter)
+    assert result["uses"] > 20, result  # each wait was lived through by uses that asked nothing
