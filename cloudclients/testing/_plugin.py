@@ -26,6 +26,9 @@ use real credentials raises. The session header says so. Opt out with
 ``cloudclients_allow_production = true`` (``--cloudclients-allow-production``),
 per test with ``@pytest.mark.cloudclients_allow_production`` (the real
 environment is given back for that test), or drop the plugin: ``-p no:cloudclients``.
+
+The fixtures tests ask for are in ``_fixtures``; they find what this module set up
+through :func:`session_of`.
 """
 
 from __future__ import annotations
@@ -33,11 +36,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import shlex
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -49,18 +50,13 @@ from .._config import Settings
 from ._emulators import (
     EmulatorError,
     EmulatorKind,
-    EmulatorNotInstalledError,
-    EmulatorProcess,
     Emulators,
     start_emulators,
-    start_pubsub_emulator,
-    start_storage_emulator,
 )
 from ._production import Shield
-from ._push import PushTokenIssuer, default_push_token_issuer
 from ._topology import Topology, TopologyError, load_topology
 
-__all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
+__all__ = ["TEST_PROJECT", "emulator_registry_for"]
 
 #: The project the plugin's emulators and fixtures name, unless ``GOOGLE_CLOUD_PROJECT`` is set.
 TEST_PROJECT = "cloudclients-test"
@@ -132,6 +128,15 @@ class _Session:
             self._registry = emulator_registry_for(self.emulators, name="cloudclients-topology")
         return self._registry
 
+    def create_topology(self) -> None:
+        """Create the session's topology (again) on its emulators."""
+        assert self.topology is not None
+        try:
+            self.topology.create(self.registry())
+        except Exception as exc:
+            reason = " ".join(str(exc).split())
+            raise pytest.UsageError(f"cloudclients: creating the topology failed: {reason}") from None
+
     def stop_emulators(self) -> None:
         """Close the clients and stop the emulators. Idempotent."""
         if self._registry is not None:
@@ -162,6 +167,11 @@ _SESSION_KEY = pytest.StashKey[_Session]()
 _EARLY: _Session | None = None
 
 
+def session_of(config: pytest.Config) -> _Session | None:
+    """What the plugin set up for this run (``None`` when it configured nothing)."""
+    return config.stash.get(_SESSION_KEY, None)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     # Runs for installed plugins before the first conftest.py is imported: the
@@ -189,13 +199,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = config.stash.get(_SESSION_KEY, None)
+    session = session_of(config)
     if session is not None:
         session.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    session = config.stash.get(_SESSION_KEY, None)
+    session = session_of(config)
     if session is None:
         return []
     lines = []
@@ -340,16 +350,8 @@ def _start(config: pytest.Config, session: _Session) -> None:
     exported = _export({**session.emulators.env, "GOOGLE_CLOUD_PROJECT": session.project})
     session.environ = {**exported, **(session.environ or {})}
     if session.topology is not None:
-        _create(session.topology, session)
+        session.create_topology()
     session.startup_seconds = time.monotonic() - started
-
-
-def _create(topology: Topology, session: _Session) -> None:
-    try:
-        topology.create(session.registry())
-    except Exception as exc:
-        reason = " ".join(str(exc).split())
-        raise pytest.UsageError(f"cloudclients: creating the topology failed: {reason}") from None
 
 
 def _export(changes: dict[str, str]) -> dict[str, str | None]:
@@ -363,10 +365,10 @@ def _export(changes: dict[str, str]) -> dict[str, str | None]:
     return previous
 
 
-def _project(config: pytest.Config) -> str:
+def session_project(config: pytest.Config) -> str:
     """The session's project: ``GOOGLE_CLOUD_PROJECT`` as it was when the session began, else
     :data:`TEST_PROJECT`."""
-    session = config.stash.get(_SESSION_KEY, None)
+    session = session_of(config)
     return session.project if session is not None else (os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
 
 
@@ -375,7 +377,7 @@ def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[No
     """For a test marked ``cloudclients_allow_production``: the real environment back
     (``GOOGLE_APPLICATION_CREDENTIALS``, ``CLOUDSDK_CONFIG``, the metadata variables,
     ``NO_GCE_CHECK``) and real credentials allowed; hidden again after the test."""
-    session = request.config.stash.get(_SESSION_KEY, None)
+    session = session_of(request.config)
     shield = session.shield if session is not None else None
     if shield is None or request.node.get_closest_marker(_ALLOW_MARK) is None:
         yield
@@ -387,98 +389,7 @@ def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[No
         shield.cover()
 
 
-# -- emulator fixtures --------------------------------------------------------------------------
-
-
-def _session_or_new(
-    config: pytest.Config, kind: EmulatorKind, start: Callable[[], EmulatorProcess]
-) -> Iterator[EmulatorProcess]:
-    """The session's emulator of *kind* when the ini started one, else a new one (stopped at
-    the end); skips the tests that need it when it is not installed."""
-    session = config.stash.get(_SESSION_KEY, None)
-    started = getattr(session.emulators, kind) if session is not None and session.emulators else None
-    if started is not None:
-        yield started
-        return
-    try:
-        proc = start()
-    except EmulatorNotInstalledError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="session")
-def pubsub_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
-    """A Pub/Sub emulator running for the whole session (the session's own, when
-    ``cloudclients_emulators`` names one)."""
-    kind = request.config.getoption("--pubsub-emulator")
-    project = _project(request.config)
-    yield from _session_or_new(request.config, "pubsub", lambda: start_pubsub_emulator(kind, project=project))
-
-
-@pytest.fixture(scope="session")
-def storage_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
-    """gcp-storage-emulator running for the whole session (the session's own, when
-    ``cloudclients_emulators`` names it)."""
-    yield from _session_or_new(request.config, "storage", start_storage_emulator)
-
-
-@pytest.fixture(scope="session")
-def cloudclients_emulators(request: pytest.FixtureRequest) -> Emulators:
-    """The session's emulators as one :class:`~cloudclients.testing.Emulators`: those
-    ``cloudclients_emulators`` names (and only those), or, when it names none, both, started on
-    first use."""
-    session = request.config.stash.get(_SESSION_KEY, None)
-    if session is not None and session.emulators is not None:
-        return session.emulators
-    return Emulators(pubsub=request.getfixturevalue("pubsub_emulator"),
-                     storage=request.getfixturevalue("storage_emulator"), project=_project(request.config))
-
-
-@pytest.fixture
-def cloudclients_reset(request: pytest.FixtureRequest, cloudclients_emulators: Emulators) -> Emulators:
-    """Empty the emulators before this test (and create the session's topology again), so it
-    sees no topic, message, bucket or object of another test. Opt in per test or module with
-    ``@pytest.mark.usefixtures("cloudclients_reset")``, or for all with an autouse fixture."""
-    cloudclients_emulators.reset()
-    session = request.config.stash.get(_SESSION_KEY, None)
-    if session is not None and session.topology is not None and session.emulators is cloudclients_emulators:
-        _create(session.topology, session)
-    return cloudclients_emulators
-
-
-@pytest.fixture
-def cloudclients_env(
-    request: pytest.FixtureRequest,
-    pubsub_emulator: EmulatorProcess,
-    storage_emulator: EmulatorProcess,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, str]:
-    """Point the environment at the emulators for one test (``GOOGLE_CLOUD_PROJECT``: the
-    session's project); return the variables."""
-    env = {**pubsub_emulator.env, **storage_emulator.env, "GOOGLE_CLOUD_PROJECT": _project(request.config)}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
-@pytest.fixture
-def emulator_settings(
-    request: pytest.FixtureRequest, pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess
-) -> Settings:
-    """Settings pointing at both emulators and naming the session's project (no environment involved)."""
-    return Settings.from_mapping(
-        {
-            "CLOUDCLIENTS_PROJECT": _project(request.config),
-            "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
-            "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": storage_emulator.host,
-            "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15,
-        },
-        environ={},
-    )
+# -- public helpers ------------------------------------------------------------------------------
 
 
 def emulator_registry_for(emulators: Emulators, name: str = "cloudclients-test") -> ClientRegistry:
@@ -489,93 +400,3 @@ def emulator_registry_for(emulators: Emulators, name: str = "cloudclients-test")
     if emulators.storage is not None:
         config["CLOUDCLIENTS_STORAGE_EMULATOR_HOST"] = emulators.storage.host
     return ClientRegistry.from_settings(Settings.from_mapping(config, environ={}), name=name)
-
-
-@pytest.fixture
-def emulator_registry(emulator_settings: Settings) -> Iterator[ClientRegistry]:
-    """A registry on the emulators, closed after the test."""
-    registry = ClientRegistry.from_settings(emulator_settings, name="test-admin")
-    try:
-        yield registry
-    finally:
-        registry.close(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def push_token_issuer() -> PushTokenIssuer:
-    """The process's :func:`~cloudclients.testing.default_push_token_issuer`: point
-    ``CLOUDCLIENTS_PUSH_CERTS_URL`` at its ``certs_url``; tokens from its ``sign_push_token(…)``
-    and from the module-level ``cloudclients.testing.sign_push_token(…)`` verify there."""
-    return default_push_token_issuer()
-
-
-@pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Return a function making collision-free resource names for this test."""
-    test = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:30] or "t"
-
-    def make(prefix: str = "r") -> str:
-        return f"{prefix}-{test}-{uuid.uuid4().hex[:10]}"
-
-    return make
-
-
-@dataclass(frozen=True)
-class TopicHandle:
-    """A topic and a subscription on it, created for one test."""
-
-    project: str
-    topic: str
-    subscription: str
-    registry: ClientRegistry
-
-    @property
-    def topic_id(self) -> str:
-        """The short topic name."""
-        return self.topic.rsplit("/", 1)[1]
-
-    def pull(self, expected: int, timeout: float = 20.0) -> list[Any]:
-        """Pull and acknowledge until *expected* messages arrived or *timeout* passed."""
-        return pull_messages(self.registry, self.subscription, expected, timeout)
-
-
-def pull_messages(registry: ClientRegistry, subscription: str, expected: int, timeout: float = 20.0) -> list[Any]:
-    """Pull (and ack) messages from *subscription* with unary Pull calls until
-    *expected* arrived or *timeout* elapsed; return the ``PubsubMessage`` objects."""
-    subscriber = registry.subscriber
-    received: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < expected and time.monotonic() < deadline:
-        response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 1000},
-            timeout=max(1.0, min(5.0, deadline - time.monotonic())),
-        )
-        if response.received_messages:
-            subscriber.acknowledge(
-                request={
-                    "subscription": subscription,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-            received.extend(m.message for m in response.received_messages)
-    return received
-
-
-@pytest.fixture
-def pubsub_topic(emulator_registry: ClientRegistry, unique_name: Callable[[str], str]) -> Iterator[TopicHandle]:
-    """A fresh topic with one subscription in the session's project, deleted after the test."""
-    project = emulator_registry.project
-    topic = f"projects/{project}/topics/{unique_name('topic')}"
-    subscription = f"projects/{project}/subscriptions/{unique_name('sub')}"
-    emulator_registry.publisher.create_topic(name=topic)
-    emulator_registry.subscriber.create_subscription(
-        request={"name": subscription, "topic": topic, "ack_deadline_seconds": 30}
-    )
-    try:
-        yield TopicHandle(project, topic, subscription, emulator_registry)
-    finally:
-        # Best effort: the emulator may be gone (tests that kill it on purpose).
-        with contextlib.suppress(Exception):
-            emulator_registry.subscriber.delete_subscription(subscription=subscription, timeout=5)
-        with contextlib.suppress(Exception):
-            emulator_registry.publisher.delete_topic(topic=topic, timeout=5)
