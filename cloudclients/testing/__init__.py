@@ -24,7 +24,7 @@ manager), :func:`load_topology`, :func:`push_envelope`, :func:`sign_push_token`,
 :class:`PushTokenIssuer`.
 """
 
-from . import _emulators, _fixtures, _plugin, _push, _topology
+from . import _emulators, _fixtures, _push, _session, _topology
 from ._emulators import *  # noqa: F403 - each module's __all__ is its share of the public names
 from ._fixtures import *  # noqa: F403
 from ._fixtures import (
@@ -39,7 +39,6 @@ from ._fixtures import (
     storage_emulator,
     unique_name,
 )
-from ._plugin import *  # noqa: F403
 from ._plugin import (
     _cloudclients_production_mark,
     pytest_addoption,
@@ -49,6 +48,7 @@ from ._plugin import (
     pytest_unconfigure,
 )
 from ._push import *  # noqa: F403
+from ._session import *  # noqa: F403
 from ._topology import *  # noqa: F403
 
 # The plugin's hooks and fixtures are attributes of this module (the pytest11 entry point
@@ -62,6 +62,6 @@ _PLUGIN = (
 __all__: list[str] = []
 __all__ += _emulators.__all__
 __all__ += _fixtures.__all__
-__all__ += _plugin.__all__
 __all__ += _push.__all__
+__all__ += _session.__all__
 __all__ += _topology.__all__

@@ -2,7 +2,7 @@
 a fresh topic, names that do not collide, a push-token issuer; and the helpers they return.
 
 Each emulator fixture is the session's own when ``cloudclients_emulators`` started one
-(``_plugin``), else one started on first use and stopped when the session ends.
+(``_plugin``, ``_session``), else one started on first use and stopped when the session ends.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ._emulators import (
     start_pubsub_emulator,
     start_storage_emulator,
 )
-from ._plugin import session_of, session_project
 from ._push import PushTokenIssuer, default_push_token_issuer
+from ._session import session_of, session_project
 
 __all__ = ["TopicHandle", "pull_messages"]
 

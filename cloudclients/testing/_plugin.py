@@ -27,39 +27,33 @@ use real credentials raises. The session header says so. Opt out with
 per test with ``@pytest.mark.cloudclients_allow_production`` (the real
 environment is given back for that test), or drop the plugin: ``-p no:cloudclients``.
 
-The fixtures tests ask for are in ``_fixtures``; they find what this module set up
-through :func:`session_of`.
+What a run set up is a ``_session.Session``; the fixtures tests ask for are in
+``_fixtures`` and find it through ``session_of``.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shlex
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from .._clients import ClientRegistry
-from .._config import Settings
 from ._emulators import (
     EmulatorError,
     EmulatorKind,
-    Emulators,
     start_emulators,
 )
 from ._production import Shield
+from ._session import SESSION_KEY, TEST_PROJECT, Session, session_of
 from ._topology import Topology, TopologyError, load_topology
 
-__all__ = ["TEST_PROJECT", "emulator_registry_for"]
-
-#: The project the plugin's emulators and fixtures name, unless ``GOOGLE_CLOUD_PROJECT`` is set.
-TEST_PROJECT = "cloudclients-test"
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_load_initial_conftests", "pytest_report_header",
+           "pytest_unconfigure"]
 
 _ALLOW_MARK = "cloudclients_allow_production"
 
@@ -107,69 +101,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 # -- session set-up, before any conftest is imported ------------------------------------------
 
 
-@dataclass
-class _Session:
-    """What the plugin started or changed for this session, to undo at the end."""
-
-    project: str = TEST_PROJECT
-    kinds: tuple[EmulatorKind, ...] = ()
-    emulators: Emulators | None = None
-    topology: Topology | None = None
-    environ: dict[str, str | None] | None = None
-    shield: Shield | None = None
-    startup_seconds: float = 0.0
-    deferred_to_workers: bool = False
-    _registry: ClientRegistry | None = None
-
-    def registry(self) -> ClientRegistry:
-        """Clients on the session's emulators (built once: the reset fixture reuses them)."""
-        if self._registry is None:
-            assert self.emulators is not None
-            self._registry = emulator_registry_for(self.emulators, name="cloudclients-topology")
-        return self._registry
-
-    def create_topology(self) -> None:
-        """Create the session's topology (again) on its emulators."""
-        assert self.topology is not None
-        try:
-            self.topology.create(self.registry())
-        except Exception as exc:
-            reason = " ".join(str(exc).split())
-            raise pytest.UsageError(f"cloudclients: creating the topology failed: {reason}") from None
-
-    def stop_emulators(self) -> None:
-        """Close the clients and stop the emulators. Idempotent."""
-        if self._registry is not None:
-            with contextlib.suppress(Exception):
-                self._registry.close(timeout=5)
-            self._registry = None
-        if self.emulators is not None:
-            self.emulators.stop()
-            self.emulators = None
-
-    def close(self) -> None:
-        """Stop what was started and restore the environment. Idempotent; also runs at exit."""
-        with contextlib.suppress(Exception):
-            atexit.unregister(self.close)
-        self.stop_emulators()
-        for key, value in (self.environ or {}).items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self.environ = None
-        if self.shield is not None:
-            self.shield.close()
-            self.shield = None
-
-
-_SESSION_KEY = pytest.StashKey[_Session]()
-_EARLY: _Session | None = None
-
-
-def session_of(config: pytest.Config) -> _Session | None:
-    """What the plugin set up for this run (``None`` when it configured nothing)."""
-    return config.stash.get(_SESSION_KEY, None)
+_EARLY: Session | None = None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -185,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(the real environment is given back for it).")
     global _EARLY
     session, _EARLY = (_EARLY if _EARLY is not None else _set_up(config, predict_xdist=False)), None
-    config.stash[_SESSION_KEY] = session
+    config.stash[SESSION_KEY] = session
     # xdist has now settled how many workers it starts (-n auto, --pdb, a conftest's hook):
     # correct the guess made before the conftests were imported.
     if session.kinds and not _help_or_version(config):
@@ -227,8 +159,8 @@ def _help_or_version(config: pytest.Config) -> bool:
     return bool(_cli(config, "help") or _cli(config, "version"))
 
 
-def _set_up(config: pytest.Config, *, predict_xdist: bool) -> _Session:
-    session = _Session(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
+def _set_up(config: pytest.Config, *, predict_xdist: bool) -> Session:
+    session = Session(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
     if _help_or_version(config):
         return session  # pytest --help / --version: nothing to protect, nothing to start
     atexit.register(session.close)  # pytest may stop before pytest_unconfigure (a bad flag)
@@ -255,7 +187,7 @@ def _set_up(config: pytest.Config, *, predict_xdist: bool) -> _Session:
     return session
 
 
-def _start_guarded(config: pytest.Config, session: _Session) -> None:
+def _start_guarded(config: pytest.Config, session: Session) -> None:
     try:
         _start(config, session)
     except BaseException:
@@ -338,7 +270,7 @@ def _xdist_distributes(config: pytest.Config) -> bool:
     return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
 
-def _start(config: pytest.Config, session: _Session) -> None:
+def _start(config: pytest.Config, session: Session) -> None:
     started = time.monotonic()
     try:
         session.emulators = start_emulators(session.kinds, project=session.project,
@@ -365,13 +297,6 @@ def _export(changes: dict[str, str]) -> dict[str, str | None]:
     return previous
 
 
-def session_project(config: pytest.Config) -> str:
-    """The session's project: ``GOOGLE_CLOUD_PROJECT`` as it was when the session began, else
-    :data:`TEST_PROJECT`."""
-    session = session_of(config)
-    return session.project if session is not None else (os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
-
-
 @pytest.fixture(autouse=True)
 def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[None]:
     """For a test marked ``cloudclients_allow_production``: the real environment back
@@ -387,16 +312,3 @@ def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[No
         yield
     finally:
         shield.cover()
-
-
-# -- public helpers ------------------------------------------------------------------------------
-
-
-def emulator_registry_for(emulators: Emulators, name: str = "cloudclients-test") -> ClientRegistry:
-    """A registry whose clients talk to *emulators* (close it when done)."""
-    config: dict[str, Any] = {"CLOUDCLIENTS_PROJECT": emulators.project, "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15}
-    if emulators.pubsub is not None:
-        config["CLOUDCLIENTS_PUBSUB_EMULATOR_HOST"] = emulators.pubsub.host
-    if emulators.storage is not None:
-        config["CLOUDCLIENTS_STORAGE_EMULATOR_HOST"] = emulators.storage.host
-    return ClientRegistry.from_settings(Settings.from_mapping(config, environ={}), name=name)
