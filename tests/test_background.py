@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,14 @@ from flask import Flask, current_app
 import cloudclients
 from cloudclients import BackgroundSubscription, ClientRegistry, CloudClients, ReceivedMessage
 from cloudclients.testing import TEST_PROJECT, TopicHandle, pull_messages
-from tests.helpers import wait_for
+from tests.helpers import MakeApp, wait_for
 from tests.servers import gunicorn
 
 
 @pytest.fixture
-def app(cloudclients_env: dict[str, str]) -> Iterator[Flask]:
+def app(cloudclients_env: dict[str, str], make_app: MakeApp) -> Flask:
     """An app on the emulators (from the environment); its registry is closed after the test."""
-    app = Flask("bg-test")
-    app.config.update({"CLOUDCLIENTS_EXIT_HANDLERS": False, "CLOUDCLIENTS_SHUTDOWN_TIMEOUT": 10})
-    CloudClients(app)
-    yield app
-    CloudClients.get_registry(app).close(timeout=10)
+    return make_app(name="bg-test", SHUTDOWN_TIMEOUT=10)
 
 
 def test_subscribe_declares_without_building_anything(app: Flask, pubsub_topic: TopicHandle) -> None:
