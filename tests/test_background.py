@@ -177,9 +177,8 @@ def stop_gracefully(server: Any, timeout: float = 30.0) -> tuple[float, str]:
     try:
         server.process.wait(timeout)
     except subprocess.TimeoutExpired:
-        log = Path(server.log_path).read_text()[-4000:]
-        pytest.fail(f"gunicorn did not exit within {timeout} s of SIGTERM:\n{log}")
-    return time.monotonic() - began, Path(server.log_path).read_text()
+        pytest.fail(f"gunicorn did not exit within {timeout} s of SIGTERM:\n{server.tail(4000)}")
+    return time.monotonic() - began, server.log()
 
 
 @pytest.mark.slow
@@ -202,7 +201,7 @@ def test_gunicorn_workers_handle_every_message_across_a_sigterm(
     with gunicorn(args, env, app="tests.apps.background_app:app") as first:
         for f in [publisher.publish(pubsub_topic.topic, m.encode()) for m in sorted(expected)]:
             f.result(timeout=15)
-        assert wait_for(lambda: len(records(record)) >= 100, 60), first.log()
+        assert wait_for(lambda: len(records(record)) >= 100, 60), first.tail()
         report["first_stop_seconds"], first_log = stop_gracefully(first)
         report["handled_by_first"] = len(records(record))
     assert first.process.returncode == 0, first_log[-3000:]
@@ -210,7 +209,7 @@ def test_gunicorn_workers_handle_every_message_across_a_sigterm(
     with gunicorn(args, env, app="tests.apps.background_app:app") as second:
         # Generous bound: Google's emulator redelivers a closed stream's messages only when their
         # lease (60 s) expires, and may close streams itself (GOAWAY too_many_pings); ours at once.
-        assert wait_for(lambda: {r["data"] for r in records(record)} >= expected, 180), second.log()
+        assert wait_for(lambda: {r["data"] for r in records(record)} >= expected, 180), second.tail()
         report["second_stop_seconds"], second_log = stop_gracefully(second)
     assert second.process.returncode == 0, second_log[-3000:]
 
