@@ -179,7 +179,8 @@ class BackgroundSubscription(ProcessBound):
             registry is closing or closed.
         """
         self._checkpid()
-        from . import _google  # deferred: Google imports are slow, and a preload master never gets here
+        # Deferred: Google imports are slow, and a preload master never gets here.
+        from ._google.subscriber import start_streaming_pull
 
         with self._lock:
             while self._starting:  # another thread is starting it: wait for its outcome
@@ -211,7 +212,7 @@ class BackgroundSubscription(ProcessBound):
         future: Any = None
         try:
             name = self.subscription
-            future = _google.start_streaming_pull(
+            future = start_streaming_pull(
                 self.registry.get(self.client), name, self._on_message, **self.flow  # type: ignore[arg-type]
             )
         finally:

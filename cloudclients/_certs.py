@@ -40,10 +40,9 @@ def load_keys(document: object, url: str) -> dict[str, Any]:
 
     Every key goes through google-auth's ``RSAVerifier.from_string`` as PEM (a JWK's
     numbers as a PKCS#1 ``RSA PUBLIC KEY``), so verification uses whichever RSA backend
-    google-auth has: ``cryptography`` is a hard dependency of google-auth only since
-    2.48; before, it may be the pure-Python ``rsa``, and this module imports neither.
+    google-auth has (``_google.keys``); this module imports no RSA library.
     """
-    from google.auth import crypt
+    from ._google.keys import rsa_verifier  # google-auth: on the first download, not at import
 
     if not isinstance(document, dict):
         raise CertificatesError("the answer is not a JSON object")
@@ -67,7 +66,7 @@ def load_keys(document: object, url: str) -> dict[str, Any]:
     for kid, pem in pems:
         if isinstance(kid, str) and kid and pem is not None:
             try:
-                keys[kid] = crypt.RSAVerifier.from_string(pem)  # type: ignore[no-untyped-call]
+                keys[kid] = rsa_verifier(pem)
             except Exception:  # each backend fails its own way (ValueError, pyasn1 errors): skip it
                 continue
     if len(keys) < len(pems):

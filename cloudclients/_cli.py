@@ -18,10 +18,11 @@ Errors are one line: ``Error: <what failed>: <the service's message>``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -37,17 +38,6 @@ from ._state import app_state
 __all__ = ["cli"]
 
 cli = AppGroup("cloudclients", help="Inspect cloudclients settings and create Pub/Sub and Storage resources.")
-
-
-def _api_errors() -> tuple[type[Exception], type[Exception], type[Exception]]:
-    from google.api_core import exceptions  # deferred: only commands that call Google need it
-
-    return exceptions.GoogleAPICallError, exceptions.AlreadyExists, exceptions.Conflict
-
-
-def _fail(what: str, exc: Exception) -> click.ClickException:
-    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return click.ClickException(f"{what}: {message}")
 
 
 @cli.command("status")
@@ -117,15 +107,11 @@ def create_topic(name: str) -> None:
     """Create topic NAME (short name or projects/P/topics/T) unless it exists."""
     state = app_state()
     path = _name(resolve_topic, name, lambda: state.registry.project)
-    api_error, already_exists, _ = _api_errors()
-    try:
-        state.registry.publisher.create_topic(name=path, timeout=30)
-    except already_exists:
-        click.echo(f"exists {path}")
-        return
-    except api_error as exc:
-        raise _fail(f"creating topic {path} failed", exc) from None
-    click.echo(f"created {path}")
+    from ._google import admin  # deferred, as in every command that calls Google: `import cloudclients` stays light
+
+    with _one_line():
+        created = admin.create_topic(state.registry, path)
+    click.echo(f"{'created' if created else 'exists'} {path}")
 
 
 @cli.command("create-subscription")
@@ -156,29 +142,11 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
             push["oidc_token"] = {"service_account_email": push_service_account,
                                   "audience": push_audience or push_endpoint}
         request["push_config"] = push
-    api_error, already_exists, _ = _api_errors()
-    subscriber = state.registry.subscriber
-    try:
-        subscriber.create_subscription(request=request, timeout=30)
-    except already_exists:
-        try:
-            existing = subscriber.get_subscription(subscription=path, timeout=30)
-        except api_error as exc:
-            raise _fail(f"reading existing subscription {path} failed", exc) from None
-        differences = []
-        if existing.topic != topic_path:
-            differences.append(f"its topic is {existing.topic}")
-        if (existing.push_config.push_endpoint or None) != push_endpoint:
-            differences.append(f"its push endpoint is {existing.push_config.push_endpoint or '(pull)'}")
-        if differences:
-            raise click.ClickException(
-                f"subscription {path} exists but {' and '.join(differences)}. Fix: delete it or use another name."
-            ) from None
-        click.echo(f"exists {path}")
-        return
-    except api_error as exc:
-        raise _fail(f"creating subscription {path} failed", exc) from None
-    click.echo(f"created {path}")
+    from ._google import admin
+
+    with _one_line():
+        created = admin.create_subscription(state.registry, request)
+    click.echo(f"{'created' if created else 'exists'} {path}")
 
 
 @cli.command("create-bucket")
@@ -187,21 +155,11 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
 def create_bucket(name: str, location: str | None) -> None:
     """Create Storage bucket NAME unless this project already has it."""
     state = app_state()
-    api_error, _, conflict = _api_errors()
-    storage = state.registry.storage
-    try:
-        storage.create_bucket(name, location=location, timeout=30)
-    except conflict:
-        # Bucket names are global: 409 also means "someone else's bucket".
-        try:
-            storage.get_bucket(name, timeout=30)
-        except api_error as exc:
-            raise _fail(f"bucket name {name!r} is taken by another project", exc) from None
-        click.echo(f"exists gs://{name}")
-        return
-    except api_error as exc:
-        raise _fail(f"creating bucket {name!r} failed", exc) from None
-    click.echo(f"created gs://{name}")
+    from ._google import admin
+
+    with _one_line():
+        created = admin.create_bucket(state.registry, name, location)
+    click.echo(f"{'created' if created else 'exists'} gs://{name}")
 
 
 @cli.command("publish")
@@ -220,13 +178,23 @@ def publish(topic: str, data: str, attrs: tuple[str, ...], ordering_key: str) ->
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
         attributes[key] = value
     payload = sys.stdin.buffer.read() if data == "-" else data.encode("utf-8")
-    api_error, _, _ = _api_errors()
-    try:
-        future = state.registry.publisher.publish(path, payload, ordering_key=ordering_key, **attributes)
-        message_id = future.result(timeout=state.settings.publish_timeout + 5)
-    except (api_error, RuntimeError, ValueError, TimeoutError) as exc:
-        raise _fail(f"publishing to {path} failed", exc) from None
+    from ._google import admin
+
+    with _one_line():
+        message_id = admin.publish(state.registry, path, payload, ordering_key=ordering_key, attributes=attributes,
+                                   timeout=state.settings.publish_timeout + 5)
     click.echo(message_id)
+
+
+@contextlib.contextmanager
+def _one_line() -> Iterator[None]:
+    """A failed call to Google as click's ``Error: <what failed>: <the service's message>``, exit status 1."""
+    from ._google.admin import AdminError
+
+    try:
+        yield
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _name(resolve: Any, name: str, project: Callable[[], str]) -> str:

@@ -67,7 +67,8 @@ class ClientRegistry(Registry):
         # Imported here, not at the top: the Google libraries take ~0.3 s to
         # import, and ``import cloudclients`` (CLI start-up, a preload master
         # that only reads its settings) should not pay for them.
-        from ._google import builtin_clients, discover_project
+        from ._google.builtin import builtin_clients
+        from ._google.credentials import discover_project
 
         project = ProjectSource(settings.project, lambda: discover_project(settings), _unset_fix(settings))
         registry = cls(name, close_timeout=settings.shutdown_timeout, project=project)

@@ -1,15 +1,20 @@
 """Parsers for setting values: each returns the typed value or raises :class:`InvalidValueError`.
 
-Used by the declarations in ``_config``. A parser never quotes anything but the
-value it was given (which ``_config`` shows as ``KEY=VALUE``) — in particular
-never the contents of a credentials file. Strings arrive from ``app.config``,
-``.env`` files and Kubernetes secrets, so leading and trailing whitespace
-(a secret's trailing newline) is stripped before parsing; whitespace inside a
-value is an error.
+Used by the declarations in ``_config``. The parsers that take bounds or choices
+(:func:`seconds`, :func:`whole`, :func:`one_of`, and :data:`boolean`) are
+:class:`Worded`: they say what they accept in the words the README's table and the
+error messages use, derived from the same bounds they check, so neither can drift.
+
+A parser never quotes anything but the value it was given (which ``_config``
+shows as ``KEY=VALUE``) — in particular never the contents of a credentials
+file. Strings arrive from ``app.config``, ``.env`` files and Kubernetes secrets,
+so leading and trailing whitespace (a secret's trailing newline) is stripped
+before parsing; whitespace inside a value is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -25,6 +30,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "InvalidValueError",
     "Parser",
+    "Worded",
     "boolean",
     "certs_url",
     "credentials_file",
@@ -69,6 +75,20 @@ class InvalidValueError(ValueError):
 Parser = Callable[[Any], Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class Worded:
+    """A parser that says what it accepts, in words derived from what it checks."""
+
+    parse: Parser
+    #: What it accepts, for the README's table (Markdown): ``seconds, > 0 and ≤ 600``.
+    rule: str
+    #: What to do about a bad value; completes "Fix: …": ``set it to a number of seconds …``.
+    fix: str
+
+    def __call__(self, value: Any) -> Any:
+        return self.parse(value)
+
+
 def _valid_host(host: str) -> bool:
     """A DNS name, an IPv4 address or (without brackets) an IPv6 address."""
     if ":" in host:
@@ -102,7 +122,7 @@ def _single(value: Any, what: str = "a string") -> str:
     return text
 
 
-def boolean(value: Any) -> bool:
+def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -110,7 +130,17 @@ def boolean(value: Any) -> bool:
     raise InvalidValueError("is not a boolean")
 
 
-def seconds(low: float, high: float, *, low_open: bool = False) -> Parser:
+boolean = Worded(_boolean, "bool",
+                 "use True or False (strings 'true'/'false', '1'/'0', 'yes'/'no' are accepted too)")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"  # 10.0 → "10", 0.01 → "0.01"
+
+
+def seconds(low: float, high: float, *, low_open: bool = False) -> Worded:
+    """A number of seconds from *low* (excluded when *low_open*) to *high*."""
+
     def parse(value: Any) -> float:
         parsed: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -126,10 +156,16 @@ def seconds(low: float, high: float, *, low_open: bool = False) -> Parser:
             raise InvalidValueError("is out of range")
         return parsed
 
-    return parse
+    lo, hi = _number(low), _number(high)
+    if low_open:
+        return Worded(parse, f"seconds, > {lo} and ≤ {hi}",
+                      f"set it to a number of seconds greater than {lo} and at most {hi}")
+    return Worded(parse, f"seconds, {lo}–{hi}", f"set it to a number of seconds at least {lo} and at most {hi}")
 
 
-def whole(low: int, high: int) -> Parser:
+def whole(low: int, high: int, *, why: str = "") -> Worded:
+    """A whole number from *low* to *high*; *why* (the bounds' reason) is added to both texts."""
+
     def parse(value: Any) -> int:
         parsed: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
@@ -142,10 +178,12 @@ def whole(low: int, high: int) -> Parser:
             raise InvalidValueError("is out of range")
         return parsed
 
-    return parse
+    because = f" ({why})" if why else ""
+    # The table groups digits (10,000,000); the fix does not, as the value must be written without.
+    return Worded(parse, f"{low:,}–{high:,}{because}", f"set it to a whole number from {low} to {high}{because}")
 
 
-def one_of(*choices: str) -> Parser:
+def one_of(*choices: str) -> Worded:
     def parse(value: Any) -> str:
         if isinstance(value, str) and value.strip().lower() in choices:
             return value.strip().lower()
@@ -153,7 +191,8 @@ def one_of(*choices: str) -> Parser:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise InvalidValueError(f"is not one of {', '.join(map(repr, choices))}{hint}")
 
-    return parse
+    quoted = [f"`{choice}`" for choice in choices]
+    return Worded(parse, ", ".join(quoted[:-1]) + " or " + quoted[-1], "set it to one of those")
 
 
 def project_id(value: Any) -> str:

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
-from flask import has_app_context, has_request_context
+from flask import Flask, has_app_context, has_request_context
+
+from cloudclients import CloudClients
+from cloudclients.testing import TEST_PROJECT
 
 _EMULATOR_ENV = (
     "PUBSUB_EMULATOR_HOST",
@@ -34,6 +38,34 @@ def base_config() -> dict[str, object]:
     """Minimal valid app.config for unit tests (no emulator needed)."""
     return {"CLOUDCLIENTS_PROJECT": "cloudclients-test", "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": "127.0.0.1:1",
             "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}
+
+
+@pytest.fixture
+def make_app(request: pytest.FixtureRequest) -> Iterator[Callable[..., Flask]]:
+    """``make_app(**settings)``: a Flask app with cloudclients initialised on it — project
+    ``TEST_PROJECT``, exit handlers off, then *settings*, keys without their prefix
+    (``PUSH_AUTH="platform"`` sets ``CLOUDCLIENTS_PUSH_AUTH``).
+
+    ``name=`` names the app (default: the test module), ``config=`` adds other ``app.config``
+    keys, ``init=False`` leaves ``CloudClients(app)`` to the test. After the test every registry
+    made on these apps is closed (within its ``CLOUDCLIENTS_SHUTDOWN_TIMEOUT``).
+    """
+    made: list[Flask] = []
+
+    def make(*, name: str | None = None, config: Mapping[str, Any] | None = None, init: bool = True,
+             **settings: Any) -> Flask:
+        app = Flask(name or request.module.__name__)
+        app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False, **(config or {})})
+        app.config.update({f"CLOUDCLIENTS_{key}": value for key, value in settings.items()})
+        made.append(app)
+        if init:
+            CloudClients(app)
+        return app
+
+    yield make
+    for app in made:
+        if "cloudclients" in app.extensions:  # init_app ran (not refused, not left to a test that did not call it)
+            CloudClients.get_registry(app).close()
 
 
 def pytest_report_header() -> str:

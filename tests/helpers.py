@@ -5,6 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from flask import Flask
+
+#: The ``make_app`` fixture (tests/conftest.py): ``make_app(**settings) -> Flask``.
+MakeApp = Callable[..., Flask]
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     """Poll *predicate* until it is true or *timeout* seconds pass; return its last value.

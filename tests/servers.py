@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,29 +18,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudclients.testing import free_port, stop_process_group
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
 class Server:
-    """A running server process."""
+    """A running server process and its log (stdout and stderr)."""
 
     process: subprocess.Popen[bytes]
     url: str
-    log_path: str
+    log_path: Path
 
     def log(self) -> str:
-        return Path(self.log_path).read_text(errors="replace")[-5000:]
+        """Everything the server wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, chars: int = 5000) -> str:
+        """The last *chars* characters of :meth:`log`, for a failure message."""
+        return self.log()[-chars:]
 
 
 @contextlib.contextmanager
-def gunicorn(args: Sequence[str], env: dict[str, str], app: str = "tests.apps.web:app") -> Iterator[Server]:
-    """Run gunicorn with *args* serving *app* until the block exits (SIGTERM, then SIGKILL)."""
+def gunicorn(args: Sequence[str], env: dict[str, str], app: str = "tests.apps.web:app",
+             ready: str | None = "/stats") -> Iterator[Server]:
+    """Run gunicorn with *args* serving *app* until the block exits (SIGTERM to the process
+    group, SIGKILL after 30 s). It is ready once ``GET ready`` answers (the test apps' /stats),
+    or with ``ready=None`` (an app without such a route) once its port accepts connections."""
     port = free_port()
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10",
            *args, app]
-    with _serve(cmd, env, port, "gunicorn") as server:
+    with _serve(cmd, env, port, "gunicorn", ready) as server:
         yield server
 
 
@@ -52,32 +62,36 @@ def uwsgi(args: Sequence[str], env: dict[str, str], module: str = "tests.apps.we
     port = free_port()
     cmd = [str(binary), "--http-socket", f"127.0.0.1:{port}", "--module", module, "--home", sys.prefix,
            "--need-app", "--die-on-term", "--disable-logging", *args]
-    with _serve(cmd, env, port, "uwsgi") as server:
+    with _serve(cmd, env, port, "uwsgi", "/stats") as server:
         yield server
 
 
 @contextlib.contextmanager
-def _serve(cmd: list[str], env: dict[str, str], port: int, name: str) -> Iterator[Server]:
-    log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                            stdout=log, stderr=log, start_new_session=True)
-    server = Server(proc, f"http://127.0.0.1:{port}", log.name)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log()}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(server.url + "/stats", timeout=2).read()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready in 30 s:\n{server.log()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        stop_process_group(proc, 30)
-        log.close()
-        os.unlink(log.name)
+def _serve(cmd: list[str], env: dict[str, str], port: int, name: str, ready: str | None) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+        log_path = Path(tmp) / f"{name}.log"
+        with log_path.open("wb") as log:  # the child has its own descriptor
+            process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = Server(process, f"http://127.0.0.1:{port}", log_path)
+        try:
+            if not wait_for(lambda: _answers(server, name, port, ready), 30, interval=0.1):
+                raise RuntimeError(f"{name} not ready in 30 s:\n{server.tail()}")
+            yield server
+        finally:
+            stop_process_group(process, 30)
+
+
+def _answers(server: Server, name: str, port: int, ready: str | None) -> bool:
+    if server.process.poll() is not None:
+        raise RuntimeError(f"{name} exited with {server.process.returncode}:\n{server.tail()}")
+    with contextlib.suppress(OSError):
+        if ready is None:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        else:
+            urllib.request.urlopen(server.url + ready, timeout=2).read()
+        return True
+    return False
 
 
 @dataclass

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,14 @@ from flask import Flask, current_app
 import cloudclients
 from cloudclients import BackgroundSubscription, ClientRegistry, CloudClients, ReceivedMessage
 from cloudclients.testing import TEST_PROJECT, TopicHandle, pull_messages
-from tests.helpers import wait_for
+from tests.helpers import MakeApp, wait_for
 from tests.servers import gunicorn
 
 
 @pytest.fixture
-def app(cloudclients_env: dict[str, str]) -> Iterator[Flask]:
+def app(cloudclients_env: dict[str, str], make_app: MakeApp) -> Flask:
     """An app on the emulators (from the environment); its registry is closed after the test."""
-    app = Flask("bg-test")
-    app.config.update({"CLOUDCLIENTS_EXIT_HANDLERS": False, "CLOUDCLIENTS_SHUTDOWN_TIMEOUT": 10})
-    CloudClients(app)
-    yield app
-    CloudClients.get_registry(app).close(timeout=10)
+    return make_app(name="bg-test", SHUTDOWN_TIMEOUT=10)
 
 
 def test_subscribe_declares_without_building_anything(app: Flask, pubsub_topic: TopicHandle) -> None:
@@ -181,9 +177,8 @@ def stop_gracefully(server: Any, timeout: float = 30.0) -> tuple[float, str]:
     try:
         server.process.wait(timeout)
     except subprocess.TimeoutExpired:
-        log = Path(server.log_path).read_text()[-4000:]
-        pytest.fail(f"gunicorn did not exit within {timeout} s of SIGTERM:\n{log}")
-    return time.monotonic() - began, Path(server.log_path).read_text()
+        pytest.fail(f"gunicorn did not exit within {timeout} s of SIGTERM:\n{server.tail(4000)}")
+    return time.monotonic() - began, server.log()
 
 
 @pytest.mark.slow
@@ -206,7 +201,7 @@ def test_gunicorn_workers_handle_every_message_across_a_sigterm(
     with gunicorn(args, env, app="tests.apps.background_app:app") as first:
         for f in [publisher.publish(pubsub_topic.topic, m.encode()) for m in sorted(expected)]:
             f.result(timeout=15)
-        assert wait_for(lambda: len(records(record)) >= 100, 60), first.log()
+        assert wait_for(lambda: len(records(record)) >= 100, 60), first.tail()
         report["first_stop_seconds"], first_log = stop_gracefully(first)
         report["handled_by_first"] = len(records(record))
     assert first.process.returncode == 0, first_log[-3000:]
@@ -214,7 +209,7 @@ def test_gunicorn_workers_handle_every_message_across_a_sigterm(
     with gunicorn(args, env, app="tests.apps.background_app:app") as second:
         # Generous bound: Google's emulator redelivers a closed stream's messages only when their
         # lease (60 s) expires, and may close streams itself (GOAWAY too_many_pings); ours at once.
-        assert wait_for(lambda: {r["data"] for r in records(record)} >= expected, 180), second.log()
+        assert wait_for(lambda: {r["data"] for r in records(record)} >= expected, 180), second.tail()
         report["second_stop_seconds"], second_log = stop_gracefully(second)
     assert second.process.returncode == 0, second_log[-3000:]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,58 @@ def test_ambient_adc_file_ignored_when_everything_is_emulated() -> None:
         {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json"},
     )
     assert s.credentials_file is None
+
+
+def test_an_ambient_adc_file_is_still_checked_when_only_one_client_is_emulated() -> None:
+    """Only with both emulators is the environment's credentials file left unread."""
+    with pytest.raises(ConfigError, match=r"GOOGLE_APPLICATION_CREDENTIALS='/nonexistent\.json'"):
+        Settings.from_mapping({**OK, P + "PUBSUB_EMULATOR_HOST": "localhost:1"},
+                              {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json"})
+
+
+def _table_rows() -> dict[str, tuple[str, str]]:
+    """``{field name: (default cell, rule cell)}`` of the README's configuration table."""
+    rows = {}
+    for line in Settings.table().splitlines()[2:]:
+        key, _env, default, rule = (cell.strip() for cell in line.strip("|").split(" | "))
+        rows[key.strip("`").removeprefix(P).lower()] = (default, rule)
+    return rows
+
+
+def test_the_table_shows_each_settings_real_default() -> None:
+    """Each default in the table is the field's default: 'unset' for None, else a value that
+    reads back (through the setting's own parser) as the default."""
+    defaults = Settings()
+    rows = _table_rows()
+    assert set(rows) == {f.name for f in dataclasses.fields(Settings)}
+    for name, (shown, _rule) in rows.items():
+        if shown.startswith("unset"):
+            assert getattr(defaults, name) is None, name
+        else:
+            literal = shown.split("`")[1]
+            read = Settings.from_mapping({**OK, P + name.upper(): literal}, {})
+            assert getattr(read, name) == getattr(defaults, name), (name, shown)
+
+
+BOUNDS = re.compile(r"(?P<seconds>seconds, )?(?:> (?P<open>[\d.]+) and ≤ (?P<high_o>[\d.,]+)"
+                    r"|(?P<low>[\d.,]+)–(?P<high>[\d.,]+))")
+
+
+@pytest.mark.parametrize("name", [n for n, (_, rule) in _table_rows().items() if BOUNDS.match(rule)])
+def test_the_range_in_the_table_is_the_range_accepted(name: str) -> None:
+    """The bounds the table states are the ones the parser checks: the ends of the range are
+    accepted (an open end is not), the values just outside are refused with a fix naming them."""
+    match = BOUNDS.match(_table_rows()[name][1])
+    assert match is not None
+    number = float if match["seconds"] else int
+    ends = (match["open"] or match["low"], match["high_o"] or match["high"])
+    low_text, high_text = (end.replace(",", "") for end in ends)
+    low, high = number(low_text), number(high_text)
+    step = 0.001 if number is float else 1
+    key = P + name.upper()
+    accepted = [high] if match["open"] else [low, high]
+    for value in accepted:
+        assert getattr(Settings.from_mapping({**OK, key: value}, {}), name) == value
+    for value in ([low] if match["open"] else [low - step]) + [high + step]:
+        with pytest.raises(ConfigError, match=rf"Fix: .*\b{low_text}\b.*\b{high_text}\b"):
+            Settings.from_mapping({**OK, key: value}, {})

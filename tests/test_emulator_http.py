@@ -8,6 +8,7 @@ Content-Length); urllib covers the ordinary REST calls.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import resource
@@ -22,6 +23,7 @@ import pytest
 
 from cloudclients.testing import free_port
 from tests.emulator_proc import PROJECT, cpu_seconds, emulator, http, registry
+from tests.helpers import wait_for
 
 pytest.importorskip("cloudclients_emulator", reason="the emulator package (pip install -e emulator/) is needed")
 
@@ -151,15 +153,16 @@ def test_out_of_file_descriptors_the_server_backs_off_instead_of_spinning() -> N
         finally:
             for conn in conns:
                 conn.close()
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answers() -> bool:
             try:
-                assert http(f"http://{env['PUBSUB_EMULATOR_HOST']}/") == (200, "Ok")
-                break
+                answer = http(f"http://{env['PUBSUB_EMULATOR_HOST']}/")
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return False
+            assert answer == (200, "Ok")
+            return True
+
+        assert wait_for(answers, 20, interval=0.2), "the emulator stopped answering"
 
 
 def test_ready_only_once_the_topology_is_loaded(tmp_path: Path) -> None:
@@ -172,14 +175,13 @@ def test_ready_only_once_the_topology_is_loaded(tmp_path: Path) -> None:
                              "--project", PROJECT, "--topology", str(topology)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                    if resp.read() == b"Ok":
-                        break
-            except OSError:
-                time.sleep(0.002)
+
+        def ready() -> bool:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                return bool(resp.read() == b"Ok")
+            return False
+
+        wait_for(ready, 60, interval=0.002)
         status, _ = http(f"http://127.0.0.1:{port}/v1/projects/{PROJECT}/topics/topic-2999")
         assert status == 200
     finally:

@@ -28,6 +28,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransp
 from google.pubsub_v1.types import StreamingPullRequest, StreamingPullResponse
 
 from tests.emulator_proc import PROJECT, cpu_seconds, emulator, http, registry, topic_and_subscription
+from tests.helpers import wait_for
 
 pytest.importorskip("cloudclients_emulator", reason="the emulator package (pip install -e emulator/) is needed")
 
@@ -66,15 +67,13 @@ class Held:
         with self.lock:
             self.messages.append(message)
 
-    def wait(self, count: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.messages) >= count:
-                    break
-            time.sleep(0.05)
+    def count(self) -> int:
         with self.lock:
             return len(self.messages)
+
+    def wait(self, count: int, timeout: float) -> int:
+        wait_for(lambda: self.count() >= count, timeout, interval=0.05)
+        return self.count()
 
 
 # -- responses bounded by bytes ----------------------------------------------------------------
@@ -414,12 +413,11 @@ def test_push_has_flow_control_and_never_reposts_an_acked_message() -> None:
             topic, _ = topic_and_subscription(reg, "pushed", ack_deadline_seconds=10,
                                               push_config={"push_endpoint": url})
             publish_raw(reg, topic, [{"data": f"m{i}".encode()} for i in range(40)])
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            def all_acknowledged() -> bool:
                 with endpoint.lock:
-                    if len({m for m, _, _, status in endpoint.log if status == 204}) >= 40:
-                        break
-                time.sleep(0.1)
+                    return len({m for m, _, _, status in endpoint.log if status == 204}) >= 40
+
+            wait_for(all_acknowledged, 60, interval=0.1)
             time.sleep(1.5)  # anything POSTed again would show by now
             with endpoint.lock:
                 log = sorted(endpoint.log, key=lambda entry: entry[1])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -65,9 +66,12 @@ def test_demo_interrupted_leaves_no_process_behind() -> None:
     assert proc.wait(timeout=60) == 130, rest
     assert "interrupted" in rest
     assert children, "the demo started no child process"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (alive := [p for p in children if Path(f"/proc/{p}").exists()]):
-        time.sleep(0.1)
+
+    def living() -> list[int]:
+        return [p for p in children if Path(f"/proc/{p}").exists()]
+
+    wait_for(lambda: not living(), 5, interval=0.1)
+    alive = living()
     zombies_only = all(
         (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
         for p in alive

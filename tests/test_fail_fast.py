@@ -17,8 +17,9 @@ from flask import Flask
 from google.api_core.exceptions import GoogleAPICallError
 
 import cloudclients
-from cloudclients import CloudClients, StorageUnavailableError, get_storage
+from cloudclients import StorageUnavailableError, get_storage
 from cloudclients.testing import TEST_PROJECT, free_port
+from tests.helpers import MakeApp
 from tests.servers import gunicorn
 
 
@@ -58,38 +59,30 @@ def black_hole() -> Iterator[BlackHole]:
     hole.close()
 
 
-_APPS: list[Flask] = []
+@pytest.fixture
+def fail_fast_app(make_app: MakeApp) -> MakeApp:
+    """``fail_fast_app(**settings)``: an app publishing at /publish, storing at /store, reading at
+    /read; its clients are closed within 1 s after the test (their HTTP pools hold sockets)."""
 
+    def make(**settings: Any) -> Flask:
+        app = make_app(name="fail-fast", SHUTDOWN_TIMEOUT=1, **settings)
 
-@pytest.fixture(autouse=True)
-def _close_apps() -> Iterator[None]:
-    """Every app's clients are closed after its test (their HTTP pools hold sockets)."""
-    yield
-    while _APPS:
-        CloudClients.get_registry(_APPS.pop()).close(timeout=1)
+        @app.post("/publish")
+        def publish() -> dict[str, str]:
+            return {"id": cloudclients.publish("orders", b"x").result(timeout=60)}
 
+        @app.post("/store")
+        def store() -> str:
+            get_storage().bucket("receipts").blob("r-1").upload_from_string(b"x")
+            return "stored"
 
-def make_app(**config: Any) -> Flask:
-    app = Flask("fail-fast")
-    _APPS.append(app)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
-                       **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
-    CloudClients(app)
+        @app.get("/read")
+        def read() -> bytes:
+            return get_storage().bucket("receipts").blob("r-1").download_as_bytes()
 
-    @app.post("/publish")
-    def publish() -> dict[str, str]:
-        return {"id": cloudclients.publish("orders", b"x").result(timeout=60)}
+        return app
 
-    @app.post("/store")
-    def store() -> str:
-        get_storage().bucket("receipts").blob("r-1").upload_from_string(b"x")
-        return "stored"
-
-    @app.get("/read")
-    def read() -> bytes:
-        return get_storage().bucket("receipts").blob("r-1").download_as_bytes()
-
-    return app
+    return make
 
 
 def timed(call: Any) -> tuple[Any, float]:
@@ -98,11 +91,13 @@ def timed(call: Any) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
-def test_a_stopped_pubsub_emulator_is_reported_at_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_stopped_pubsub_emulator_is_reported_at_once(
+    fail_fast_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
     """Nothing listens at the emulator's address: the publish fails without retrying for the whole
     publish timeout, and the 503 says the emulator is not reachable."""
     host = f"127.0.0.1:{free_port()}"
-    app = make_app(PUBSUB_EMULATOR_HOST=host)
+    app = fail_fast_app(PUBSUB_EMULATOR_HOST=host)
     with caplog.at_level(logging.ERROR, logger="cloudclients"):
         response, seconds = timed(lambda: app.test_client().post("/publish"))
     print(f"\nstopped Pub/Sub emulator: 503 after {seconds:.2f} s")
@@ -112,12 +107,12 @@ def test_a_stopped_pubsub_emulator_is_reported_at_once(caplog: pytest.LogCapture
 
 
 @pytest.mark.parametrize("call", ["get_topic", "pull", "acknowledge", "create_subscription"])
-def test_direct_calls_against_a_stopped_emulator_fail_at_once(call: str) -> None:
+def test_direct_calls_against_a_stopped_emulator_fail_at_once(fail_fast_app: MakeApp, call: str) -> None:
     """Nothing listens at the emulator's address: a direct call through get_publisher() /
     get_subscriber() raises EmulatorUnreachableError saying so, instead of the library retrying
     for 60 s (get_topic was still retrying at 40 s)."""
     host = f"127.0.0.1:{free_port()}"
-    app = make_app(PUBSUB_EMULATOR_HOST=host)
+    app = fail_fast_app(PUBSUB_EMULATOR_HOST=host)
     topic = f"projects/{TEST_PROJECT}/topics/orders"
     subscription = f"projects/{TEST_PROJECT}/subscriptions/orders"
     calls = {
@@ -139,11 +134,11 @@ def test_direct_calls_against_a_stopped_emulator_fail_at_once(call: str) -> None
     assert isinstance(error, GoogleAPICallError)  # what code catching API errors already catches
 
 
-def test_the_cli_against_a_stopped_emulator_says_so_at_once() -> None:
+def test_the_cli_against_a_stopped_emulator_says_so_at_once(fail_fast_app: MakeApp) -> None:
     """`flask cloudclients create-topic` against a stopped emulator: exit 1 with "is it running?"
     at once (it retried for the library's 600 s create_topic deadline)."""
     host = f"127.0.0.1:{free_port()}"
-    app = make_app(PUBSUB_EMULATOR_HOST=host)
+    app = fail_fast_app(PUBSUB_EMULATOR_HOST=host)
 
     def create_topic() -> None:
         result = app.test_cli_runner().invoke(args=["cloudclients", "create-topic", "orders"])
@@ -202,11 +197,11 @@ def test_an_unreachable_pubsub_answers_inside_gunicorns_timeout(
     assert "WORKER TIMEOUT" not in log
 
 
-def test_a_stopped_storage_emulator_is_reported_at_once() -> None:
+def test_a_stopped_storage_emulator_is_reported_at_once(fail_fast_app: MakeApp) -> None:
     """Nothing listens at the Storage emulator's URL: the call raises StorageUnavailableError saying
     so at once, instead of retrying for two minutes."""
     url = f"http://127.0.0.1:{free_port()}"
-    app = make_app(STORAGE_EMULATOR_HOST=url, PUBSUB_EMULATOR_HOST="127.0.0.1:9")
+    app = fail_fast_app(STORAGE_EMULATOR_HOST=url, PUBSUB_EMULATOR_HOST="127.0.0.1:9")
     with app.app_context():
         started = time.monotonic()
         with pytest.raises(StorageUnavailableError, match=f"emulator at {url} not reachable .* is it running"):
@@ -217,11 +212,13 @@ def test_a_stopped_storage_emulator_is_reported_at_once() -> None:
 
 
 @pytest.mark.parametrize("path", ["/store", "/read"])
-def test_a_hanging_storage_fails_within_the_storage_timeout(black_hole: BlackHole, path: str) -> None:
+def test_a_hanging_storage_fails_within_the_storage_timeout(
+    fail_fast_app: MakeApp, black_hole: BlackHole, path: str
+) -> None:
     """Storage accepts connections and never answers: uploads and downloads fail within about 1-1.5x
     CLOUDCLIENTS_STORAGE_TIMEOUT (here 2 s) — not after the library's 60 s per request and 120 s
     of retries."""
-    app = make_app(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{black_hole.port}", PUBSUB_EMULATOR_HOST="127.0.0.1:9",
+    app = fail_fast_app(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{black_hole.port}", PUBSUB_EMULATOR_HOST="127.0.0.1:9",
                    STORAGE_TIMEOUT=2)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     response, seconds = timed(lambda: app.test_client().open(path, method="POST" if path == "/store" else "GET"))
@@ -230,7 +227,7 @@ def test_a_hanging_storage_fails_within_the_storage_timeout(black_hole: BlackHol
     assert seconds < 6.0
 
 
-def test_a_failing_storage_is_retried_only_within_the_storage_timeout() -> None:
+def test_a_failing_storage_is_retried_only_within_the_storage_timeout(fail_fast_app: MakeApp) -> None:
     """Storage answers 503 to everything: the library's retries stop once the failures have lasted
     CLOUDCLIENTS_STORAGE_TIMEOUT (2 s here), with StorageUnavailableError."""
     hits: list[float] = []
@@ -250,7 +247,7 @@ def test_a_failing_storage_is_retried_only_within_the_storage_timeout() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        app = make_app(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{server.server_address[1]}",
+        app = fail_fast_app(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{server.server_address[1]}",
                        PUBSUB_EMULATOR_HOST="127.0.0.1:9", STORAGE_TIMEOUT=2)
         with app.app_context():
             started = time.monotonic()

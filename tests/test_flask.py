@@ -9,27 +9,21 @@ from flask import Flask, g
 
 import cloudclients
 from cloudclients import CloudClients, current_registry, get_client, get_publisher, get_storage, get_subscriber
+from tests.helpers import MakeApp
 
 
-def make_app(config: dict[str, Any], name: str = "app") -> Flask:
-    app = Flask(name)
-    app.config.update(config)
-    return app
-
-
-def test_init_app_creates_no_client(base_config: dict[str, Any]) -> None:
+def test_init_app_creates_no_client(make_app: MakeApp, base_config: dict[str, Any]) -> None:
     """After init_app the registry exists but holds no client (safe for a preload master)."""
-    app = make_app(base_config)
-    CloudClients(app)
+    app = make_app(config=base_config)
     stats = CloudClients.get_registry(app).stats()
     assert all(not c["alive"] and c["constructions"] == 0 for c in stats["clients"].values())
 
 
-def test_app_factory_pattern(base_config: dict[str, Any]) -> None:
+def test_app_factory_pattern(make_app: MakeApp, base_config: dict[str, Any]) -> None:
     """One extension object initialised on two apps keeps separate state per app."""
     cc = CloudClients()
-    a = make_app(base_config, "a")
-    b = make_app({**base_config, "CLOUDCLIENTS_PROJECT": "other-project"}, "b")
+    a = make_app(name="a", config=base_config, init=False)
+    b = make_app(name="b", config=base_config, init=False, PROJECT="other-project")
     cc.init_app(a)
     cc.init_app(b)
     assert CloudClients.get_settings(a).project == "cloudclients-test"
@@ -38,10 +32,9 @@ def test_app_factory_pattern(base_config: dict[str, Any]) -> None:
     assert not hasattr(cc, "app")
 
 
-def test_second_registration_is_refused(base_config: dict[str, Any]) -> None:
+def test_second_registration_is_refused(make_app: MakeApp, base_config: dict[str, Any]) -> None:
     """init_app twice on one app raises RuntimeError saying what to do instead."""
-    app = make_app(base_config)
-    CloudClients(app)
+    app = make_app(name="app", config=base_config)
     with pytest.raises(RuntimeError, match=r"already registered on app 'app'.*once per app"):
         CloudClients(app)
 
@@ -60,10 +53,9 @@ def test_helper_on_uninitialised_app_raises() -> None:
         get_publisher()
 
 
-def test_one_client_per_process_across_calls_and_requests(base_config: dict[str, Any]) -> None:
+def test_one_client_per_process_across_calls_and_requests(make_app: MakeApp, base_config: dict[str, Any]) -> None:
     """Every call in every request returns the one process-wide client, built once."""
-    app = make_app(base_config)
-    CloudClients(app)
+    app = make_app(config=base_config)
     seen = []
 
     @app.get("/")
@@ -80,11 +72,12 @@ def test_one_client_per_process_across_calls_and_requests(base_config: dict[str,
     assert CloudClients.get_registry(app).stats()["clients"]["publisher"]["constructions"] == 1
 
 
-def test_helpers_leave_nothing_on_g_and_clients_outlive_the_context(base_config: dict[str, Any]) -> None:
+def test_helpers_leave_nothing_on_g_and_clients_outlive_the_context(
+    make_app: MakeApp, base_config: dict[str, Any]
+) -> None:
     """The helpers keep no per-request reference (so none can outlive a fork); the
     process-wide client stays alive after the context ends."""
-    app = make_app(base_config)
-    CloudClients(app)
+    app = make_app(config=base_config)
     with app.app_context():
         get_storage()
         get_publisher()
@@ -92,12 +85,10 @@ def test_helpers_leave_nothing_on_g_and_clients_outlive_the_context(base_config:
     assert CloudClients.get_registry(app).peek("storage") is not None
 
 
-def test_two_apps_get_separate_clients(base_config: dict[str, Any]) -> None:
+def test_two_apps_get_separate_clients(make_app: MakeApp, base_config: dict[str, Any]) -> None:
     """Two apps in one process with different settings get different registries and clients."""
-    a = make_app(base_config, "a")
-    b = make_app({**base_config, "CLOUDCLIENTS_BATCH_MAX_MESSAGES": 10}, "b")
-    CloudClients(a)
-    CloudClients(b)
+    a = make_app(name="a", config=base_config)
+    b = make_app(name="b", config=base_config, BATCH_MAX_MESSAGES=10)
     with a.app_context():
         pa = get_publisher()
     with b.app_context():
@@ -106,10 +97,9 @@ def test_two_apps_get_separate_clients(base_config: dict[str, Any]) -> None:
     assert (pa.batch_settings.max_messages, pb.batch_settings.max_messages) == (100, 10)
 
 
-def test_custom_client_registered_on_the_registry(base_config: dict[str, Any]) -> None:
+def test_custom_client_registered_on_the_registry(make_app: MakeApp, base_config: dict[str, Any]) -> None:
     """Any other client registered on the app's registry is reachable with get_client()."""
-    app = make_app(base_config)
-    CloudClients(app)
+    app = make_app(config=base_config)
     CloudClients.get_registry(app).register("bigquery", lambda: {"fake": "bq"})
     with app.app_context():
         assert get_client("bigquery") == {"fake": "bq"}

@@ -78,7 +78,7 @@ def test_gunicorn_gevent_workers_publish_and_store(
                 stats.append(json.loads(resp.read()))
         with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as resp:
             assert resp.status == 200
-        log = Path(server.log_path).read_text()
+        log = server.log()
 
     served = {r["pid"] for r in replies}
     for s in stats:

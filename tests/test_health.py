@@ -8,15 +8,16 @@ import json
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 
 import cloudclients
-from cloudclients import ClientRegistry, CloudClients, Settings
+from cloudclients import ClientRegistry, Settings
 from cloudclients.testing import TEST_PROJECT, EmulatorProcess, free_port
+from tests.helpers import MakeApp, wait_for
 from tests.servers import gunicorn
 
 
@@ -30,25 +31,16 @@ def silent_server() -> Iterator[str]:
     server.close()
 
 
-def make_app(pubsub_host: str, storage_url: str, timeout: float = 2.0) -> Flask:
-    app = Flask(__name__)
-    app.config.update({
-        "CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": pubsub_host,
-        "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": storage_url, "CLOUDCLIENTS_HEALTH_TIMEOUT": timeout,
-        "CLOUDCLIENTS_EXIT_HANDLERS": False,
-    })
-    CloudClients(app)
-    app.register_blueprint(cloudclients.health_blueprint())
-    return app
-
-
 @pytest.fixture
-def apps() -> Iterator[list[Flask]]:
-    """Collects the apps a test makes and closes their registries afterwards."""
-    made: list[Flask] = []
-    yield made
-    for app in made:
-        CloudClients.get_registry(app).close(timeout=5)
+def health_app(make_app: MakeApp) -> Callable[..., Flask]:
+    """``health_app(pubsub_host, storage_url, timeout=2.0)``: an app serving /healthz."""
+
+    def make(pubsub_host: str, storage_url: str, timeout: float = 2.0) -> Flask:
+        app = make_app(PUBSUB_EMULATOR_HOST=pubsub_host, STORAGE_EMULATOR_HOST=storage_url, HEALTH_TIMEOUT=timeout)
+        app.register_blueprint(cloudclients.health_blueprint())
+        return app
+
+    return make
 
 
 def test_ping_reaches_every_service(emulator_registry: ClientRegistry) -> None:
@@ -82,11 +74,10 @@ def test_ping_of_a_custom_client_and_a_client_without_ping() -> None:
 
 
 def test_healthz_is_200_with_per_check_latency(
-    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, apps: list[Flask]
+    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
 ) -> None:
     """GET /healthz against the emulators: 200, status ok, each check ok with its milliseconds."""
-    app = make_app(pubsub_emulator.host, storage_emulator.host)
-    apps.append(app)
+    app = health_app(pubsub_emulator.host, storage_emulator.host)
     response = app.test_client().get("/healthz")
     assert response.status_code == 200
     body = response.get_json()
@@ -96,11 +87,12 @@ def test_healthz_is_200_with_per_check_latency(
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_healthz_is_503_when_pubsub_refuses_connections(storage_emulator: EmulatorProcess, apps: list[Flask]) -> None:
+def test_healthz_is_503_when_pubsub_refuses_connections(
+    storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
+) -> None:
     """Nothing listens on the Pub/Sub port: the Pub/Sub checks fail saying the emulator is not
     running (Storage stays ok) → 503."""
-    app = make_app(f"127.0.0.1:{free_port()}", storage_emulator.host)
-    apps.append(app)
+    app = health_app(f"127.0.0.1:{free_port()}", storage_emulator.host)
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
@@ -113,11 +105,12 @@ def test_healthz_is_503_when_pubsub_refuses_connections(storage_emulator: Emulat
 
 
 @pytest.mark.slow
-def test_healthz_answers_within_its_timeout_when_services_hang(silent_server: str, apps: list[Flask]) -> None:
+def test_healthz_answers_within_its_timeout_when_services_hang(
+    silent_server: str, health_app: Callable[..., Flask]
+) -> None:
     """Both services accept connections and never answer: every check fails once the 1 s health
     timeout is spent, and the endpoint still answers (503) instead of hanging."""
-    app = make_app(silent_server, f"http://{silent_server}", timeout=1.0)
-    apps.append(app)
+    app = health_app(silent_server, f"http://{silent_server}", timeout=1.0)
     began = time.monotonic()
     response = app.test_client().get("/healthz")
     elapsed = time.monotonic() - began
@@ -129,17 +122,14 @@ def test_healthz_answers_within_its_timeout_when_services_hang(silent_server: st
 
 
 def test_an_ended_background_stream_fails_health(
-    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, apps: list[Flask]
+    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
 ) -> None:
     """A background subscription whose stream ended (subscription missing) makes /healthz 503."""
-    app = make_app(pubsub_emulator.host, storage_emulator.host)
-    apps.append(app)
+    app = health_app(pubsub_emulator.host, storage_emulator.host)
     sub = cloudclients.subscribe("missing-subscription", lambda m: None, app=app)
     client = app.test_client()
     client.get("/healthz")  # the first request starts the stream
-    deadline = time.monotonic() + 30
-    while sub.stats()["error"] is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_for(lambda: sub.stats()["error"] is not None, 30, interval=0.05), "the stream never ended"
     response = client.get("/healthz")
     assert response.status_code == 503
     check = response.get_json()["checks"][f"background:projects/{TEST_PROJECT}/subscriptions/missing-subscription"]
@@ -147,11 +137,10 @@ def test_an_ended_background_stream_fails_health(
 
 
 def test_health_report_outside_the_blueprint(
-    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, apps: list[Flask]
+    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
 ) -> None:
     """health_report() runs the same checks from any app context (a CLI command, a cron job)."""
-    app = make_app(pubsub_emulator.host, storage_emulator.host)
-    apps.append(app)
+    app = health_app(pubsub_emulator.host, storage_emulator.host)
     with app.app_context():
         ok, report = cloudclients.health_report(checks=["storage"])
     assert ok and set(report["checks"]) == {"storage"}
@@ -178,14 +167,9 @@ def test_healthz_under_gunicorn(cloudclients_env: dict[str, str]) -> None:
 
 
 def test_unknown_health_path_is_404(pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess,
-                                    apps: list[Flask]) -> None:
+                                    make_app: MakeApp) -> None:
     """The blueprint serves only its path (a custom one here)."""
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
-                       "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
-                       "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": storage_emulator.host})
-    CloudClients(app)
-    apps.append(app)
+    app = make_app(PUBSUB_EMULATOR_HOST=pubsub_emulator.host, STORAGE_EMULATOR_HOST=storage_emulator.host)
     app.register_blueprint(cloudclients.health_blueprint("/-/ready", checks=["storage"]))
     client = app.test_client()
     assert client.get("/healthz").status_code == 404

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from cloudclients import ClientRegistry, Settings
 from cloudclients.testing import TopicHandle
+from tests.helpers import wait_for
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -79,9 +79,7 @@ def test_shutdown_flush_and_background_stop_are_logged(
     with caplog.at_level(logging.INFO, logger="cloudclients"):
         sub.start()
         futures = [registry.publisher.publish(pubsub_topic.topic, f"f{i}".encode()) for i in range(5)]
-        deadline = time.monotonic() + 20
-        while len(handled) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(handled) >= 5, 20, interval=0.05)
         registry.close(timeout=10)
     assert all(f.done() for f in futures)
     lines = messages(caplog)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,13 +22,12 @@ from flask import Flask
 
 from cloudclients import (
     CertsUnavailableError,
-    CloudClients,
     PushTokenVerifier,
     ReceivedMessage,
     TokenRejectedError,
     push_endpoint,
 )
-from tests.helpers import wait_for
+from tests.helpers import MakeApp, wait_for
 from tests.oidc import SERVICE_ACCOUNT, KeyPair, LocalIssuer, b64url, forge, forge_hs256
 from tests.servers import ROOT
 
@@ -50,29 +49,32 @@ def envelope(data: bytes = b"hello") -> dict[str, Any]:
     }
 
 
-def make_app(issuer: LocalIssuer, **config: Any) -> tuple[Flask, list[ReceivedMessage]]:
-    app = Flask(__name__)
-    app.config.update({
-        "CLOUDCLIENTS_PROJECT": "cloudclients-test",
-        "CLOUDCLIENTS_PUSH_AUDIENCE": AUDIENCE,
-        "CLOUDCLIENTS_PUSH_CERTS_URL": issuer.certs_url,
-        "CLOUDCLIENTS_EXIT_HANDLERS": False,
-        **config,
-    })
-    CloudClients(app)
-    received: list[ReceivedMessage] = []
+#: ``push_app(**settings)``: an app whose push endpoints verify *issuer*'s tokens, and the messages they got.
+PushApp = Callable[..., tuple[Flask, list[ReceivedMessage]]]
 
-    @app.post("/push")
-    @push_endpoint
-    def push(message: ReceivedMessage) -> None:
-        received.append(message)
 
-    @app.post("/push/other")
-    @push_endpoint(audience="https://other.example.com/push")
-    def other(message: ReceivedMessage) -> None:
-        received.append(message)
+@pytest.fixture
+def push_app(make_app: MakeApp, issuer: LocalIssuer) -> PushApp:
+    """``push_app(**settings)``: an app verifying *issuer*'s tokens for AUDIENCE at /push (and
+    for another audience at /push/other), and the list of messages its views received."""
 
-    return app, received
+    def make(**settings: Any) -> tuple[Flask, list[ReceivedMessage]]:
+        app = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url, **settings)
+        received: list[ReceivedMessage] = []
+
+        @app.post("/push")
+        @push_endpoint
+        def push(message: ReceivedMessage) -> None:
+            received.append(message)
+
+        @app.post("/push/other")
+        @push_endpoint(audience="https://other.example.com/push")
+        def other(message: ReceivedMessage) -> None:
+            received.append(message)
+
+        return app, received
+
+    return make
 
 
 def post(app: Flask, token: str | None, path: str = "/push", scheme: str = "Bearer") -> Any:
@@ -80,9 +82,9 @@ def post(app: Flask, token: str | None, path: str = "/push", scheme: str = "Bear
     return app.test_client().post(path, json=envelope(), headers=headers)
 
 
-def test_valid_token_reaches_the_view(issuer: LocalIssuer) -> None:
+def test_valid_token_reaches_the_view(issuer: LocalIssuer, push_app: PushApp) -> None:
     """A token signed by the issuer's key for the configured audience and account → 204, view called."""
-    app, received = make_app(issuer, CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT=SERVICE_ACCOUNT)
+    app, received = push_app(PUSH_SERVICE_ACCOUNT=SERVICE_ACCOUNT)
     response = post(app, issuer.token(AUDIENCE))
     assert response.status_code == 204, response.get_data(as_text=True)
     assert [m.data for m in received] == [b"hello"]
@@ -105,11 +107,12 @@ def test_valid_token_reaches_the_view(issuer: LocalIssuer) -> None:
         ("email-unverified", 403, "service account"),
     ],
 )
-def test_bad_tokens_are_refused(issuer: LocalIssuer, case: str, status: int, reason: str,
-                                caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_tokens_are_refused(  # noqa: PLR0917 (pytest passes fixtures and parameters by keyword)
+    issuer: LocalIssuer, push_app: PushApp, case: str, status: int, reason: str, caplog: pytest.LogCaptureFixture,
+) -> None:
     """Each way a token can be wrong gets its status and a fixed reason; the view never runs,
     and the token's text appears neither in the response nor in any log record."""
-    app, received = make_app(issuer, CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT=SERVICE_ACCOUNT)
+    app, received = push_app(PUSH_SERVICE_ACCOUNT=SERVICE_ACCOUNT)
     now = int(time.time())
     token: str | None
     scheme = "Bearer"
@@ -158,23 +161,23 @@ def test_bad_tokens_are_refused(issuer: LocalIssuer, case: str, status: int, rea
                 assert all(fragment not in (r.exc_text or "") for r in caplog.records), case
 
 
-def test_endpoint_audience_overrides_the_setting(issuer: LocalIssuer) -> None:
+def test_endpoint_audience_overrides_the_setting(issuer: LocalIssuer, push_app: PushApp) -> None:
     """@push_endpoint(audience=...) checks its own audience instead of CLOUDCLIENTS_PUSH_AUDIENCE."""
-    app, received = make_app(issuer)
+    app, received = push_app()
     assert post(app, issuer.token(AUDIENCE), "/push/other").status_code == 403
     assert post(app, issuer.token("https://other.example.com/push"), "/push/other").status_code == 204
     assert len(received) == 1
 
 
-def test_without_a_configured_account_any_google_account_passes(issuer: LocalIssuer) -> None:
+def test_without_a_configured_account_any_google_account_passes(issuer: LocalIssuer, push_app: PushApp) -> None:
     """Without CLOUDCLIENTS_PUSH_SERVICE_ACCOUNT only signature, issuer and audience are checked."""
-    app, _ = make_app(issuer)
+    app, _ = push_app()
     assert post(app, issuer.token(AUDIENCE, email="someone@example.com")).status_code == 204
 
 
-def test_certificates_are_cached_between_pushes(issuer: LocalIssuer) -> None:
+def test_certificates_are_cached_between_pushes(issuer: LocalIssuer, push_app: PushApp) -> None:
     """Twenty pushes fetch the certificates once (max-age=3600 from the endpoint)."""
-    app, received = make_app(issuer)
+    app, received = push_app()
     for _ in range(20):
         assert post(app, issuer.token(AUDIENCE)).status_code == 204
     assert issuer.requests == 1
@@ -203,10 +206,10 @@ def test_key_rotation_is_picked_up(issuer: LocalIssuer) -> None:
     assert issuer.requests == 2
 
 
-def test_unreachable_certificates_answer_503(issuer: LocalIssuer) -> None:
+def test_unreachable_certificates_answer_503(issuer: LocalIssuer, push_app: PushApp) -> None:
     """When the certificates cannot be fetched the push is answered 503 (Pub/Sub retries), not 401."""
     issuer.fail = True
-    app, received = make_app(issuer)
+    app, received = push_app()
     response = post(app, issuer.token(AUDIENCE))
     assert response.status_code == 503
     assert "certificates" in response.get_json()["detail"]
@@ -227,11 +230,12 @@ def test_cached_certificates_survive_a_failed_refresh(issuer: LocalIssuer) -> No
     assert issuer.requests == 2
 
 
-def test_emulator_mode_allows_tokenless_pushes_but_still_checks_tokens(issuer: LocalIssuer) -> None:
+def test_emulator_mode_allows_tokenless_pushes_but_still_checks_tokens(
+    issuer: LocalIssuer, push_app: PushApp
+) -> None:
     """With PUSH_AUTH=oidc_or_emulator and an emulator a push without a token passes, while a
     token that is present must still verify."""
-    app, received = make_app(issuer, CLOUDCLIENTS_PUBSUB_EMULATOR_HOST="127.0.0.1:1",
-                             CLOUDCLIENTS_PUSH_AUTH="oidc_or_emulator")
+    app, received = push_app(PUBSUB_EMULATOR_HOST="127.0.0.1:1", PUSH_AUTH="oidc_or_emulator")
     assert post(app, None).status_code == 204
     assert post(app, "garbage-token").status_code == 401
     assert post(app, issuer.token(AUDIENCE)).status_code == 204

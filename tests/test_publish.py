@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,36 +13,41 @@ from flask import Flask, jsonify, request
 import cloudclients
 from cloudclients import CloudClients, PublishError
 from cloudclients.testing import TEST_PROJECT, TopicHandle
-
-
-def make_app(env: dict[str, str], **config: Any) -> Flask:
-    app = Flask("publish-app")
-    app.config.update({"CLOUDCLIENTS_PUBLISH_TIMEOUT": 5, **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
-    CloudClients(app)
-
-    @app.post("/publish/<topic>")
-    def publish_view(topic: str) -> Any:
-        cloudclients.publish(topic, "hello", source="test", **request.args)
-        return {"ok": True}
-
-    @app.post("/confirm/<topic>")
-    def confirm_view(topic: str) -> Any:
-        cloudclients.publish(topic, b"one", n="1")
-        cloudclients.publish(topic, b"two", n="2")
-        try:
-            ids = cloudclients.confirm_publishes()
-        except PublishError as exc:
-            return {"confirmed": False, "failures": len(exc.failures)}, 502
-        return {"confirmed": True, "ids": ids}
-
-    return app
+from tests.helpers import MakeApp, wait_for
 
 
 @pytest.fixture
-def app(cloudclients_env: dict[str, str]) -> Iterator[Flask]:
-    app = make_app(cloudclients_env)
-    yield app
-    CloudClients.get_registry(app).close()
+def publish_app(make_app: MakeApp) -> MakeApp:
+    """``publish_app(**settings)``: an app publishing at /publish/<topic> and /confirm/<topic>
+    (publish timeout 5 s unless *settings* say otherwise)."""
+
+    def make(**settings: Any) -> Flask:
+        app = make_app(name="publish-app", **{"PUBLISH_TIMEOUT": 5, **settings})
+
+        @app.post("/publish/<topic>")
+        def publish_view(topic: str) -> Any:
+            cloudclients.publish(topic, "hello", source="test", **request.args)
+            return {"ok": True}
+
+        @app.post("/confirm/<topic>")
+        def confirm_view(topic: str) -> Any:
+            cloudclients.publish(topic, b"one", n="1")
+            cloudclients.publish(topic, b"two", n="2")
+            try:
+                ids = cloudclients.confirm_publishes()
+            except PublishError as exc:
+                return {"confirmed": False, "failures": len(exc.failures)}, 502
+            return {"confirmed": True, "ids": ids}
+
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(cloudclients_env: dict[str, str], publish_app: MakeApp) -> Flask:
+    """A publishing app on the session's emulators (found through the environment)."""
+    return publish_app()
 
 
 def publisher_metrics(app: Flask) -> dict[str, int]:
@@ -95,47 +99,40 @@ def test_confirm_publishes_inside_the_view(app: Flask, pubsub_topic: TopicHandle
 
 
 def test_after_response_mode_logs_and_counts_failures(
-    cloudclients_env: dict[str, str], caplog: pytest.LogCaptureFixture
+    cloudclients_env: dict[str, str], publish_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     """after_response: the requests are not held up; every failure is counted, and a burst of 20 is
     logged once (rate-limited per topic) with the topic and the error — never an attribute value
     (each failure used to be a line of its own, quoting the attributes)."""
-    app = make_app(cloudclients_env, PUBLISH_CONFIRM="after_response")
-    try:
-        with caplog.at_level(logging.ERROR, logger="cloudclients"):
-            for _ in range(20):
-                assert app.test_client().post("/publish/gone-topic?secret=attr-value-7f3a").status_code == 200
-            deadline = time.monotonic() + 10
-            while publisher_metrics(app)["failed"] < 20 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        assert publisher_metrics(app)["failed"] == 20
-        [record] = [r for r in caplog.records if "gone-topic" in r.getMessage()]
-        assert f"projects/{TEST_PROJECT}/topics/gone-topic" in record.getMessage()
-        assert "NotFound" in record.getMessage()
-        assert all("attr-value-7f3a" not in r.getMessage() for r in caplog.records)
-    finally:
-        CloudClients.get_registry(app).close()
+    app = publish_app(PUBLISH_CONFIRM="after_response")
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        for _ in range(20):
+            assert app.test_client().post("/publish/gone-topic?secret=attr-value-7f3a").status_code == 200
+        wait_for(lambda: publisher_metrics(app)["failed"] >= 20, 10, interval=0.05)
+    assert publisher_metrics(app)["failed"] == 20
+    [record] = [r for r in caplog.records if "gone-topic" in r.getMessage()]
+    assert f"projects/{TEST_PROJECT}/topics/gone-topic" in record.getMessage()
+    assert "NotFound" in record.getMessage()
+    assert all("attr-value-7f3a" not in r.getMessage() for r in caplog.records)
 
 
 def test_a_503_names_the_attributes_but_never_their_values(
-    cloudclients_env: dict[str, str], caplog: pytest.LogCaptureFixture
+    app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
     """before_response: the 503 body and the log say which topic failed and why, and name the
     attributes, but never quote an attribute value (application data)."""
-    app = make_app(cloudclients_env)
-    try:
-        with caplog.at_level(logging.ERROR, logger="cloudclients"):
-            response = app.test_client().post("/publish/gone-topic?secret=attr-value-7f3a")
-        body = response.get_data(as_text=True)
-        assert response.status_code == 503 and "gone-topic" in body and "NotFound" in body
-        assert "attributes secret, source" in body
-        assert "attr-value-7f3a" not in body
-        assert caplog.records and all("attr-value-7f3a" not in r.getMessage() for r in caplog.records)
-    finally:
-        CloudClients.get_registry(app).close()
+    with caplog.at_level(logging.ERROR, logger="cloudclients"):
+        response = app.test_client().post("/publish/gone-topic?secret=attr-value-7f3a")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 503 and "gone-topic" in body and "NotFound" in body
+    assert "attributes secret, source" in body
+    assert "attr-value-7f3a" not in body
+    assert caplog.records and all("attr-value-7f3a" not in r.getMessage() for r in caplog.records)
 
 
-def test_unreachable_backend_fails_within_the_publish_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_backend_fails_within_the_publish_timeout(
+    publish_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Nothing listens on the emulator port: the request answers 503 within the
     configured timeout (plus the bounded grace), it does not hang."""
     with socket.socket() as s:
@@ -143,13 +140,10 @@ def test_unreachable_backend_fails_within_the_publish_timeout(monkeypatch: pytes
         dead_port = s.getsockname()[1]  # closed again when the block ends: nothing listens
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{dead_port}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", TEST_PROJECT)
-    app = make_app({}, PUBLISH_TIMEOUT=1.5)
-    try:
-        started = time.monotonic()
-        response = app.test_client().post("/publish/any-topic")
-        elapsed = time.monotonic() - started
-    finally:
-        CloudClients.get_registry(app).close(timeout=1)
+    app = publish_app(PUBLISH_TIMEOUT=1.5, SHUTDOWN_TIMEOUT=1)
+    started = time.monotonic()
+    response = app.test_client().post("/publish/any-topic")
+    elapsed = time.monotonic() - started
     assert response.status_code == 503
     # The bound from the docs: publish timeout + batch latency + 2 s grace.
     assert elapsed < 1.5 + 0.01 + 2.0 + 1.0, elapsed
@@ -204,9 +198,7 @@ def test_unwaited_plain_publish_failures_are_logged_once_per_burst_and_counted(
     with caplog.at_level(logging.ERROR, logger="cloudclients"):
         for _ in range(20):
             assert client.post("/fire-and-forget").status_code == 200
-        deadline = time.monotonic() + 15
-        while publisher_metrics(app)["failed"] < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: publisher_metrics(app)["failed"] >= 20, 15, interval=0.05)
     assert publisher_metrics(app)["failed"] == 20
     lines = [r.getMessage() for r in caplog.records if "missing-topic" in r.getMessage()]
     assert len(lines) == 1, lines
@@ -223,8 +215,6 @@ def test_a_plain_publish_failure_does_not_claim_nobody_waited(
         future = cloudclients.get_publisher().publish("missing-topic-waited", b"x")
         with pytest.raises(Exception, match=r"NotFound|not found|404"):
             future.result(timeout=15)
-        deadline = time.monotonic() + 5
-        while not any("missing-topic-waited" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: any("missing-topic-waited" in r.getMessage() for r in caplog.records), 5, interval=0.05)
     [line] = [r.getMessage() for r in caplog.records if "missing-topic-waited" in r.getMessage()]
     assert "nobody waited" not in line and "logged whether or not its caller checks it" in line

@@ -93,7 +93,7 @@ def test_emulator_push_reaches_app_served_by_gunicorn(
         def handled() -> set[str]:
             return {r["id"] for r in read_records(record) if "id" in r}
 
-        assert wait_for(lambda: handled() >= set(ids), 60), f"missing: {set(ids) - handled()}\n{server.log()}"
+        assert wait_for(lambda: handled() >= set(ids), 60), f"missing: {set(ids) - handled()}\n{server.tail()}"
         elapsed = time.monotonic() - started
         time.sleep(2.0)  # long enough for a (wrong) redelivery of an acked message to show up
         records = read_records(record)
@@ -141,7 +141,7 @@ def test_verifying_app_refuses_tokenless_pushes_and_accepts_signed_ones(
                         got = response.status
                 except urllib.error.HTTPError as exc:
                     got = exc.code
-                assert got == status, (token, server.log())
+                assert got == status, (token, server.tail())
             emulator_registry.subscriber.modify_push_config(request={"subscription": sub, "push_config": {}})
         assert [r["id"] for r in read_records(record)] == ["101"]
         assert issuer.requests == 1

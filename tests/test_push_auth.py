@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from flask import Flask, Request, Response, abort
 
 import cloudclients
 from cloudclients import CloudClients, ConfigError, ReceivedMessage, push_endpoint
-from cloudclients.testing import TEST_PROJECT
+from tests.helpers import MakeApp
 from tests.oidc import SERVICE_ACCOUNT, LocalIssuer
 
 AUDIENCE = "https://orders.example.com/push"
@@ -30,19 +30,26 @@ def issuer() -> Iterator[LocalIssuer]:
     issuer.stop()
 
 
-def make_app(**config: Any) -> tuple[Flask, list[ReceivedMessage]]:
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
-                       **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
-    CloudClients(app)
-    seen: list[ReceivedMessage] = []
+#: ``push_app(**settings)``: an app with one push endpoint at /push, and the messages it received.
+PushApp = Callable[..., tuple[Flask, list[ReceivedMessage]]]
 
-    @app.post("/push")
-    @push_endpoint
-    def push(message: ReceivedMessage) -> None:
-        seen.append(message)
 
-    return app, seen
+@pytest.fixture
+def push_app(make_app: MakeApp) -> PushApp:
+    """``push_app(**settings)``: an app with one ``@push_endpoint`` at /push, and its messages."""
+
+    def make(**settings: Any) -> tuple[Flask, list[ReceivedMessage]]:
+        app = make_app(**settings)
+        seen: list[ReceivedMessage] = []
+
+        @app.post("/push")
+        @push_endpoint
+        def push(message: ReceivedMessage) -> None:
+            seen.append(message)
+
+        return app, seen
+
+    return make
 
 
 def post(app: Flask, token: str | None = None, path: str = "/push", body: Any = None) -> Any:
@@ -50,40 +57,44 @@ def post(app: Flask, token: str | None = None, path: str = "/push", body: Any = 
     return app.test_client().post(path, json=BODY if body is None else body, headers=headers)
 
 
-def test_oidc_claims_reach_the_view(issuer: LocalIssuer) -> None:
+def test_oidc_claims_reach_the_view(push_app: PushApp, issuer: LocalIssuer) -> None:
     """A verified token's claims (email, sub, aud) are on message.claims."""
-    app, seen = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
+    app, seen = push_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
     assert post(app, issuer.token(AUDIENCE)).status_code == 204
     claims = seen[0].claims
     assert (claims["email"], claims["sub"], claims["aud"]) == (SERVICE_ACCOUNT, "1234567890", AUDIENCE)
     assert post(app).status_code == 401
 
 
-def test_refused_tokens_are_logged_rate_limited(issuer: LocalIssuer, caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_tokens_are_logged_rate_limited(
+    push_app: PushApp, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
     """40 tokenless pushes to an OIDC endpoint: each answered 401, one WARNING line per reason."""
-    app, _ = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
+    app, _ = push_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
     with caplog.at_level(logging.WARNING, logger="cloudclients"):
         assert {post(app).status_code for _ in range(40)} == {401}
     assert len([r for r in caplog.records if "rejected (401)" in r.getMessage()]) == 1
 
 
-def test_oidc_or_emulator_needs_no_if_else_between_local_and_production(issuer: LocalIssuer) -> None:
+def test_oidc_or_emulator_needs_no_if_else_between_local_and_production(push_app: PushApp, issuer: LocalIssuer) -> None:
     """The same settings: with an emulator configured a tokenless push passes (and a bad token is
     still refused); without one, the same push is 401."""
-    local, seen = make_app(PUSH_AUTH="oidc_or_emulator", PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url,
+    local, seen = push_app(PUSH_AUTH="oidc_or_emulator", PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url,
                            PUBSUB_EMULATOR_HOST=EMULATOR)
     assert post(local).status_code == 204
     assert post(local, "not.a.token").status_code == 401
     assert post(local, issuer.token(AUDIENCE)).status_code == 204
-    production, _ = make_app(PUSH_AUTH="oidc_or_emulator", PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
+    production, _ = push_app(PUSH_AUTH="oidc_or_emulator", PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
     assert post(production).status_code == 401
     assert len(seen) == 2
 
 
-def test_platform_mode_accepts_without_a_token_and_warns_once_at_init_app(caplog: pytest.LogCaptureFixture) -> None:
+def test_platform_mode_accepts_without_a_token_and_warns_once_at_init_app(
+    push_app: PushApp, caplog: pytest.LogCaptureFixture
+) -> None:
     """Behind Cloud Run IAM or IAP the app checks no token; init_app says so once, at WARNING."""
     with caplog.at_level(logging.WARNING, logger="cloudclients"):
-        app, seen = make_app(PUSH_AUTH="platform")
+        app, seen = push_app(PUSH_AUTH="platform")
     warnings = [r for r in caplog.records if "PUSH_AUTH=platform" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert post(app).status_code == 204
@@ -92,22 +103,20 @@ def test_platform_mode_accepts_without_a_token_and_warns_once_at_init_app(caplog
     assert len([r for r in caplog.records if "PUSH_AUTH=platform" in r.getMessage()]) == 1
 
 
-def test_unauthenticated_is_refused_at_init_app_without_an_emulator() -> None:
+def test_unauthenticated_is_refused_at_init_app_without_an_emulator(push_app: PushApp) -> None:
     """PUSH_AUTH=unauthenticated without a Pub/Sub emulator is a ConfigError at init_app, naming the
     modes to use instead — not a surprise when pushes arrive."""
     with pytest.raises(ConfigError, match=r"CLOUDCLIENTS_PUSH_AUTH='unauthenticated'.*oidc_or_emulator"):
-        make_app(PUSH_AUTH="unauthenticated")
-    app, seen = make_app(PUSH_AUTH="unauthenticated", PUBSUB_EMULATOR_HOST=EMULATOR)
+        push_app(PUSH_AUTH="unauthenticated")
+    app, seen = push_app(PUSH_AUTH="unauthenticated", PUBSUB_EMULATOR_HOST=EMULATOR)
     assert post(app).status_code == 204 and len(seen) == 1
 
 
-def test_a_custom_verifier_runs_before_the_body_is_read() -> None:
+def test_a_custom_verifier_runs_before_the_body_is_read(make_app: MakeApp) -> None:
     """verify= checks a shared token in the query string (as the App Engine samples do): right token
     → handled; wrong token → 401 even with a malformed body; abort(403) inside → 403; a mapping it
     returns becomes message.claims."""
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False})
-    CloudClients(app)
+    app = make_app()
     seen: list[ReceivedMessage] = []
 
     def shared_token(request: Request) -> Any:
@@ -150,17 +159,16 @@ class _Verdict:
     ],
     ids=["true", "claims", "false", "none", "sample-tuple", "response", "str", "bad-tuple", "int", "list", "object"],
 )
-def test_what_a_verifier_returns_decides_exactly(
-    caplog: pytest.LogCaptureFixture, verdict: Any, status: int, body: str | None, logged: int | None
+def test_what_a_verifier_returns_decides_exactly(  # noqa: PLR0917 (pytest passes fixtures and parameters by keyword)
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture, verdict: Any, status: int, body: str | None,
+    logged: int | None,
 ) -> None:
     """True or claims accept; False or None refuse with 403; a view-style value (a Response, a
     (body, status) tuple, a str) is the refusal, made by the app as for before_request — Google's
     sample's `return "Invalid request", 400` answers 400 (a 2xx refusal is warned about: Pub/Sub
     acks it); anything else refuses with 403 and an ERROR naming the verifier. The view runs only
     when the push is accepted."""
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False})
-    CloudClients(app)
+    app = make_app()
     seen: list[ReceivedMessage] = []
 
     def check_token(request: Request) -> Any:
@@ -186,14 +194,11 @@ def test_what_a_verifier_returns_decides_exactly(
         assert "Fix: return" in record.getMessage()
 
 
-def test_a_custom_verifier_and_oidc_together(issuer: LocalIssuer) -> None:
+def test_a_custom_verifier_and_oidc_together(make_app: MakeApp, issuer: LocalIssuer) -> None:
     """verify= with auth= runs both, the verifier first (App Engine's standard sample checks a
     shared token and the OIDC token): either failing refuses the push; the token's claims reach
     the view."""
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
-                       "CLOUDCLIENTS_PUSH_AUDIENCE": AUDIENCE, "CLOUDCLIENTS_PUSH_CERTS_URL": issuer.certs_url})
-    CloudClients(app)
+    app = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url)
     seen: list[ReceivedMessage] = []
 
     @app.post("/push")
@@ -227,11 +232,11 @@ def test_decorator_misuse_fails_at_import(kwargs: dict[str, Any], error: type[Ex
 
 
 def test_an_endpoint_that_can_never_accept_is_reported_when_the_app_starts_serving(
-    caplog: pytest.LogCaptureFixture,
+    push_app: PushApp, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No mode and no audience: the first request the app serves logs an ERROR naming the endpoint
     and the fix, and every push to it answers 500 (Pub/Sub keeps the messages)."""
-    app, seen = make_app()
+    app, seen = push_app()
     app.get("/health")(lambda: "ok")
     with caplog.at_level(logging.ERROR, logger="cloudclients"):
         assert app.test_client().get("/health").status_code == 200
@@ -242,14 +247,13 @@ def test_an_endpoint_that_can_never_accept_is_reported_when_the_app_starts_servi
     assert seen == []
 
 
-def test_the_decorator_order_mistake_is_caught_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_decorator_order_mistake_is_caught_with_the_fix(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
     """@push_endpoint above @app.route leaves the route serving the undecorated view: the app
     reports it on its first request, and the route answers 500 naming the fix instead of a
     TypeError from calling the view without a message."""
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
-                       "CLOUDCLIENTS_PUSH_AUTH": "platform"})
-    CloudClients(app)
+    app = make_app(PUSH_AUTH="platform")
 
     @push_endpoint
     @app.post("/push")
@@ -265,17 +269,17 @@ def test_the_decorator_order_mistake_is_caught_with_the_fix(caplog: pytest.LogCa
     assert len([r for r in caplog.records if "refused (500)" in r.getMessage()]) == 1  # rate-limited
 
 
-def test_cli_status_lists_push_problems_and_exits_1(issuer: LocalIssuer) -> None:
+def test_cli_status_lists_push_problems_and_exits_1(push_app: PushApp, issuer: LocalIssuer) -> None:
     """`flask cloudclients status` shows the push authentication and every endpoint problem, and
     exits with status 1 so that CI or a deploy script can fail on it (0 once it is fixed)."""
-    app, _ = make_app()
+    app, _ = push_app()
     result = app.test_cli_runner().invoke(args=["cloudclients", "status"])
     assert result.exit_code == 1, result.output
     assert "push auth: not configured" in result.output
     assert "PROBLEM: push endpoint 'push' can never accept a push" in result.output
     as_json = app.test_cli_runner().invoke(args=["cloudclients", "status", "--json"])
     assert as_json.exit_code == 1 and "can never accept a push" in as_json.output
-    fixed, _ = make_app(PUSH_AUDIENCE=AUDIENCE)
+    fixed, _ = push_app(PUSH_AUDIENCE=AUDIENCE)
     assert fixed.test_cli_runner().invoke(args=["cloudclients", "status"]).exit_code == 0
 
 
@@ -285,13 +289,6 @@ def _register_push(app: Flask, path: str = "/push", **options: Any) -> None:
 
     view.__name__ = path.strip("/").replace("/", "_")
     app.post(path)(push_endpoint(**options)(view) if options else push_endpoint(view))
-
-
-def _unregistered_app(**config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update({"CLOUDCLIENTS_PROJECT": TEST_PROJECT, "CLOUDCLIENTS_EXIT_HANDLERS": False,
-                       **{f"CLOUDCLIENTS_{k}": v for k, v in config.items()}})
-    return app
 
 
 @pytest.mark.parametrize(
@@ -304,12 +301,12 @@ def _unregistered_app(**config: Any) -> Flask:
     ids=["no-mode", "oidc-without-audience", "unauthenticated-without-emulator"],
 )
 def test_init_app_refuses_an_endpoint_registered_before_it_that_can_never_accept(
-    config: dict[str, Any], options: dict[str, Any], why: str
+    make_app: MakeApp, config: dict[str, Any], options: dict[str, Any], why: str
 ) -> None:
     """Routes registered before init_app are checked by init_app itself: an endpoint that can never
     accept a push is a ConfigError naming the endpoint, why and the fix — not an ERROR line on the
     first push while Pub/Sub retries its 500s."""
-    app = _unregistered_app(**config)
+    app = make_app(init=False, **config)
     _register_push(app, "/orders", **options)
     with pytest.raises(ConfigError, match=r"push endpoint 'orders' can never accept a push") as info:
         CloudClients(app)
@@ -317,9 +314,9 @@ def test_init_app_refuses_an_endpoint_registered_before_it_that_can_never_accept
     assert "cloudclients" not in app.extensions  # nothing half-registered
 
 
-def test_init_app_refuses_the_decorator_order_mistake_made_before_it() -> None:
+def test_init_app_refuses_the_decorator_order_mistake_made_before_it(make_app: MakeApp) -> None:
     """@push_endpoint above @app.route on a route registered before init_app: a ConfigError with the fix."""
-    app = _unregistered_app(PUSH_AUTH="platform")
+    app = make_app(init=False, PUSH_AUTH="platform")
 
     @push_endpoint
     @app.post("/push")
@@ -331,12 +328,12 @@ def test_init_app_refuses_the_decorator_order_mistake_made_before_it() -> None:
 
 
 def test_oidc_without_an_audience_warns_at_init_app_and_each_endpoint_must_bring_one(
-    caplog: pytest.LogCaptureFixture,
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """CLOUDCLIENTS_PUSH_AUTH=oidc and no CLOUDCLIENTS_PUSH_AUDIENCE: init_app says at WARNING that
     every endpoint must pass audience=; an endpoint with its own audience is fine, one without it is
     an error of the endpoint audit."""
-    app = _unregistered_app(PUSH_AUTH="oidc")
+    app = make_app(init=False, PUSH_AUTH="oidc")
     _register_push(app, "/orders", audience=AUDIENCE)
     with caplog.at_level(logging.WARNING, logger="cloudclients"):
         CloudClients(app)
@@ -348,12 +345,14 @@ def test_oidc_without_an_audience_warns_at_init_app_and_each_endpoint_must_bring
     assert len(problems) == 1 and "push endpoint 'invoices' can never accept a push" in problems[0], status.output
 
 
-def test_oidc_or_emulator_without_an_audience_says_tokens_are_not_checked(caplog: pytest.LogCaptureFixture) -> None:
+def test_oidc_or_emulator_without_an_audience_says_tokens_are_not_checked(
+    push_app: PushApp, caplog: pytest.LogCaptureFixture
+) -> None:
     """oidc_or_emulator against the emulator with no audience anywhere: pushes pass, and a token
     that comes along is not checked (there is nothing to check it against) — init_app says so at
     WARNING, as docs/receiving.md does, instead of promising a verification that never happens."""
     with caplog.at_level(logging.WARNING, logger="cloudclients"):
-        app, seen = make_app(PUSH_AUTH="oidc_or_emulator", PUBSUB_EMULATOR_HOST=EMULATOR)
+        app, seen = push_app(PUSH_AUTH="oidc_or_emulator", PUBSUB_EMULATOR_HOST=EMULATOR)
     [warning] = [r for r in caplog.records if "without CLOUDCLIENTS_PUSH_AUDIENCE" in r.getMessage()]
     assert "their tokens are not checked" in warning.getMessage()
     assert post(app).status_code == 204
@@ -362,12 +361,12 @@ def test_oidc_or_emulator_without_an_audience_says_tokens_are_not_checked(caplog
 
 
 def test_endpoints_registered_after_init_app_are_reported_by_the_worker_hooks_once(
-    caplog: pytest.LogCaptureFixture,
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A blueprint registered after init_app (an app factory) is checked when gunicorn's
     post_worker_init / start_subscriptions() run: its problem is logged at ERROR once per process,
     not again on the first request."""
-    app = _unregistered_app()
+    app = make_app(init=False)
     CloudClients(app)
     _register_push(app, "/late")
     def reports() -> list[logging.LogRecord]:
@@ -381,10 +380,12 @@ def test_endpoints_registered_after_init_app_are_reported_by_the_worker_hooks_on
     assert len(reports()) == 1
 
 
-def test_a_verifier_alone_replacing_the_apps_oidc_check_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_verifier_alone_replacing_the_apps_oidc_check_is_warned_about(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
     """verify= alone replaces the app's OIDC check for that endpoint (documented): the audit says
     so at WARNING, naming the endpoint and how to check both."""
-    app = _unregistered_app(PUSH_AUDIENCE=AUDIENCE)
+    app = make_app(init=False, PUSH_AUDIENCE=AUDIENCE)
     _register_push(app, "/hooks", verify=lambda request: True)
     with caplog.at_level(logging.WARNING, logger="cloudclients"):
         CloudClients(app)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from cloudclients.testing import TEST_PROJECT, TopicHandle
+from tests.helpers import wait_for
 from tests.oidc import SERVICE_ACCOUNT, LocalIssuer
 from tests.sample_ports import gunicorn, imported
 
@@ -282,16 +283,15 @@ def test_form_to_push_round_trip_under_gunicorn(cloudclients_env: dict[str, str]
             form = urllib.parse.urlencode({"payload": "through the emulator"}).encode()
             with urllib.request.urlopen(f"{server.url}/", data=form, timeout=15) as response:
                 assert response.status == 200
-            deadline = time.monotonic() + 15
-            html = ""
-            while time.monotonic() < deadline and "through the emulator" not in html:
-                time.sleep(0.1)
+
+            def page() -> str:
                 with urllib.request.urlopen(f"{server.url}/", timeout=5) as response:
-                    html = response.read().decode()
-            assert "<li>through the emulator</li>" in html, server.log()
+                    return str(response.read().decode())
+
+            wait_for(lambda: "through the emulator" in page(), 15, interval=0.1)
+            assert "<li>through the emulator</li>" in page(), server.log()
             time.sleep(1.0)  # the wrong-token subscription's pushes were answered by now
-            with urllib.request.urlopen(f"{server.url}/", timeout=5) as response:
-                html = response.read().decode()
+            html = page()
             assert html.count("<li>through the emulator</li>") == 1, "accepted through the wrong token"
             assert TOKEN not in server.log()
         finally:

@@ -20,6 +20,7 @@ import pytest
 
 from cloudclients import ClientRegistry
 from cloudclients.testing import TopicHandle
+from tests.helpers import wait_for
 from tests.oidc import LocalIssuer
 from tests.sample_ports import gunicorn, imported
 
@@ -165,9 +166,7 @@ def test_pushes_from_a_subscription_are_greeted_under_gunicorn(
         try:
             for future in [emulator_registry.publisher.publish(pubsub_topic.topic, n.encode()) for n in names]:
                 future.result(timeout=10)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not all(f"Hello {n}!" in server.log() for n in names):
-                time.sleep(0.1)
+            wait_for(lambda: all(f"Hello {n}!" in server.log() for n in names), 20, interval=0.1)
             time.sleep(0.5)  # a redelivery (a push that was not acknowledged) would show as a second line
             log = server.log()
         finally:

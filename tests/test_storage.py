@@ -7,19 +7,14 @@ from collections.abc import Callable
 from flask import Flask, request
 
 from cloudclients import CloudClients, get_storage
-from cloudclients.testing import TEST_PROJECT, EmulatorProcess
+from cloudclients.testing import EmulatorProcess
+from tests.helpers import MakeApp
 
 
-def make_app(storage_emulator: EmulatorProcess) -> Flask:
-    app = Flask("storage-app")
+def storage_app(make_app: MakeApp, storage_emulator: EmulatorProcess) -> Flask:
     # Settings only in app.config, none in the environment: the endpoint must be applied explicitly.
-    app.config.update(
-        CLOUDCLIENTS_PROJECT=TEST_PROJECT,
-        CLOUDCLIENTS_STORAGE_EMULATOR_HOST=storage_emulator.host,
-        CLOUDCLIENTS_PUBSUB_EMULATOR_HOST="127.0.0.1:1",
-        CLOUDCLIENTS_STORAGE_POOL_SIZE=48,
-    )
-    CloudClients(app)
+    app = make_app(name="storage-app", STORAGE_EMULATOR_HOST=storage_emulator.host,
+                   PUBSUB_EMULATOR_HOST="127.0.0.1:1", STORAGE_POOL_SIZE=48)
 
     @app.post("/buckets/<bucket>")
     def create_bucket(bucket: str) -> tuple[str, int]:
@@ -43,10 +38,10 @@ def make_app(storage_emulator: EmulatorProcess) -> Flask:
 
 
 def test_storage_round_trip_inside_requests(
-    storage_emulator: EmulatorProcess, unique_name: Callable[[str], str]
+    make_app: MakeApp, storage_emulator: EmulatorProcess, unique_name: Callable[[str], str]
 ) -> None:
     """A bucket is created, a blob written, read back and listed, all through get_storage() in views."""
-    app = make_app(storage_emulator)
+    app = storage_app(make_app, storage_emulator)
     client = app.test_client()
     bucket = unique_name("bucket")
     assert client.post(f"/buckets/{bucket}").status_code == 201
@@ -59,4 +54,3 @@ def test_storage_round_trip_inside_requests(
     assert storage_client.api_endpoint == storage_emulator.host
     adapter = storage_client._http.get_adapter(storage_emulator.host)
     assert adapter._pool_maxsize == 48
-    registry.close()

@@ -1,9 +1,16 @@
 """Everything that touches the Google client libraries at run time lives in this package.
 
-It builds the built-in clients from :class:`~cloudclients.Settings`:
-``publisher`` (a tracking ``PublisherClient``), ``subscriber`` and ``storage``,
-each with its closer, metrics and health ping (:func:`builtin_clients`), and
-discovers the project when none is configured (:func:`discover_project`).
+One module per job, each importing only the Google libraries it needs, so that a
+caller pays for what it uses (the whole Pub/Sub and gRPC stack takes ~0.3 s to
+import; google-auth's RSA keys a fraction of that). This file imports nothing:
+
+* ``builtin`` — the built-in clients (:func:`~cloudclients._google.builtin.builtin_clients`):
+  ``publisher`` (a tracking ``PublisherClient``), ``subscriber`` and ``storage``, each
+  with its closer, metrics and health ping; built by ``publisher``, ``subscriber``,
+  ``storage`` over ``channels`` and ``credentials`` (which also discovers the project).
+* ``keys`` — google-auth's RSA keys: verifying push tokens, signing the testing kit's.
+* ``resources`` — creating topics, subscriptions and buckets unless they exist, and
+  publishing one message: for ``flask cloudclients …`` and the testing kit's topologies.
 
 Emulator mode is applied *explicitly*: an insecure channel to the configured
 host and ``AnonymousCredentials``, instead of relying on the client libraries'
@@ -11,80 +18,6 @@ own ``PUBSUB_EMULATOR_HOST`` / ``STORAGE_EMULATOR_HOST`` handling (upstream
 plans to remove it, and it reads the environment at construction time, so a
 value set in ``app.config`` would otherwise be half-applied).
 
-Importing it costs ~0.3 s (the Google libraries): the rest of the package
-imports it only when a client is first built.
+The rest of the package imports these modules inside the functions that need
+them, never at the top: ``import cloudclients`` loads no Google library.
 """
-
-from __future__ import annotations
-
-import contextlib
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
-
-from google.api_core import exceptions as api_exceptions
-
-from .._config import Settings
-from .channels import grpc_unusable_after_fork
-from .credentials import discover_project
-from .publisher import TrackingPublisher, build_publisher, close_publisher, publisher_metrics
-from .storage import build_storage, close_storage
-from .subscriber import build_subscriber, close_subscriber, start_streaming_pull
-
-__all__ = [
-    "ClientSpec",
-    "TrackingPublisher",
-    "builtin_clients",
-    "discover_project",
-    "grpc_unusable_after_fork",
-    "start_streaming_pull",
-]
-
-
-class ClientSpec(NamedTuple):
-    """What :meth:`cloudclients.ClientRegistry.from_settings` registers for one kind."""
-
-    factory: Callable[[], Any]
-    close: Callable[[Any, float], None]
-    metrics: Callable[[Any], Mapping[str, int]] | None
-    ping: Callable[[Any, float], None]
-
-
-def builtin_clients(settings: Settings, project: Callable[[], str]) -> dict[str, ClientSpec]:
-    """Return ``{kind: ClientSpec}`` for the publisher, the subscriber and the Storage client.
-
-    :param project: returns the project (discovering it on first call).
-    """
-    return {
-        "publisher": ClientSpec(lambda: build_publisher(settings, project), close_publisher, publisher_metrics,
-                                _ping_pubsub(project, "list_topics")),
-        "subscriber": ClientSpec(lambda: build_subscriber(settings), close_subscriber, None,
-                                 _ping_pubsub(project, "list_subscriptions")),
-        "storage": ClientSpec(lambda: build_storage(settings, project), close_storage, None, _ping_storage),
-    }
-
-
-# -- health pings (ClientRegistry.ping) ----------------------------------------------
-#
-# One cheap, read-only request per client, without retries, bounded by the
-# timeout. An answer that proves the service was reached and our credentials
-# accepted counts as reachable even when IAM refuses the listing itself
-# (a publisher-only service account may not list topics).
-
-_REACHED = (api_exceptions.PermissionDenied, api_exceptions.NotFound)
-
-
-def _ping_pubsub(project: Callable[[], str], list_method: str) -> Callable[[Any, float], None]:
-    """A ping that lists one topic or subscription (*list_method*) of the project."""
-
-    def ping(client: Any, timeout: float) -> None:
-        request = {"project": f"projects/{project()}", "page_size": 1}
-        with contextlib.suppress(*_REACHED):
-            getattr(client, list_method)(request=request, retry=None, timeout=timeout)  # GAPIC: sent at once
-
-    return ping
-
-
-def _ping_storage(client: Any, timeout: float) -> None:
-    with contextlib.suppress(*_REACHED):
-        # The iterator is lazy: taking one page makes the request.
-        next(iter(client.list_buckets(max_results=1, page_size=1, retry=None, timeout=timeout).pages), None)

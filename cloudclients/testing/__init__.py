@@ -24,45 +24,32 @@ manager), :func:`load_topology`, :func:`push_envelope`, :func:`sign_push_token`,
 :class:`PushTokenIssuer`.
 """
 
-from ._emulators import (
-    EmulatorError,
-    EmulatorKind,
-    EmulatorNotInstalledError,
-    EmulatorProcess,
-    Emulators,
-    PubSubKind,
-    free_port,
-    official_pubsub_emulator,
-    pubsub_emulator_kinds,
-    start_emulators,
-    start_pubsub_emulator,
-    start_storage_emulator,
-    stop_process_group,
-)
-from ._plugin import (
-    TEST_PROJECT,
-    TopicHandle,
-    _cloudclients_production_mark,
+from . import _emulators, _fixtures, _push, _session, _topology
+from ._emulators import *  # noqa: F403 - each module's __all__ is its share of the public names
+from ._fixtures import *  # noqa: F403
+from ._fixtures import (
     cloudclients_emulators,
     cloudclients_env,
     cloudclients_reset,
     emulator_registry,
-    emulator_registry_for,
     emulator_settings,
     pubsub_emulator,
     pubsub_topic,
-    pull_messages,
     push_token_issuer,
+    storage_emulator,
+    unique_name,
+)
+from ._plugin import (
+    _cloudclients_production_mark,
     pytest_addoption,
     pytest_configure,
     pytest_load_initial_conftests,
     pytest_report_header,
     pytest_unconfigure,
-    storage_emulator,
-    unique_name,
 )
-from ._push import PushTokenIssuer, SigningKey, default_push_token_issuer, push_envelope, sign_push_token
-from ._topology import Topology, TopologyError, load_topology
+from ._push import *  # noqa: F403
+from ._session import *  # noqa: F403
+from ._topology import *  # noqa: F403
 
 # The plugin's hooks and fixtures are attributes of this module (the pytest11 entry point
 # names it); they are not part of the importable API listed below.
@@ -72,30 +59,9 @@ _PLUGIN = (
     pytest_load_initial_conftests, pytest_report_header, pytest_unconfigure, storage_emulator, unique_name,
 )
 
-__all__ = [
-    "TEST_PROJECT",
-    "EmulatorError",
-    "EmulatorKind",
-    "EmulatorNotInstalledError",
-    "EmulatorProcess",
-    "Emulators",
-    "PubSubKind",
-    "PushTokenIssuer",
-    "SigningKey",
-    "TopicHandle",
-    "Topology",
-    "TopologyError",
-    "default_push_token_issuer",
-    "emulator_registry_for",
-    "free_port",
-    "load_topology",
-    "official_pubsub_emulator",
-    "pubsub_emulator_kinds",
-    "pull_messages",
-    "push_envelope",
-    "sign_push_token",
-    "start_emulators",
-    "start_pubsub_emulator",
-    "start_storage_emulator",
-    "stop_process_group",
-]
+__all__: list[str] = []
+__all__ += _emulators.__all__
+__all__ += _fixtures.__all__
+__all__ += _push.__all__
+__all__ += _session.__all__
+__all__ += _topology.__all__

@@ -26,44 +26,34 @@ use real credentials raises. The session header says so. Opt out with
 ``cloudclients_allow_production = true`` (``--cloudclients-allow-production``),
 per test with ``@pytest.mark.cloudclients_allow_production`` (the real
 environment is given back for that test), or drop the plugin: ``-p no:cloudclients``.
+
+What a run set up is a ``_session.Session``; the fixtures tests ask for are in
+``_fixtures`` and find it through ``session_of``.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import re
 import shlex
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from .._clients import ClientRegistry
-from .._config import Settings
 from ._emulators import (
     EmulatorError,
     EmulatorKind,
-    EmulatorNotInstalledError,
-    EmulatorProcess,
-    Emulators,
     start_emulators,
-    start_pubsub_emulator,
-    start_storage_emulator,
 )
 from ._production import Shield
-from ._push import PushTokenIssuer, default_push_token_issuer
+from ._session import SESSION_KEY, TEST_PROJECT, Session, session_of
 from ._topology import Topology, TopologyError, load_topology
 
-__all__ = ["TEST_PROJECT", "TopicHandle", "pull_messages"]
-
-#: The project the plugin's emulators and fixtures name, unless ``GOOGLE_CLOUD_PROJECT`` is set.
-TEST_PROJECT = "cloudclients-test"
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_load_initial_conftests", "pytest_report_header",
+           "pytest_unconfigure"]
 
 _ALLOW_MARK = "cloudclients_allow_production"
 
@@ -111,55 +101,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 # -- session set-up, before any conftest is imported ------------------------------------------
 
 
-@dataclass
-class _Session:
-    """What the plugin started or changed for this session, to undo at the end."""
-
-    project: str = TEST_PROJECT
-    kinds: tuple[EmulatorKind, ...] = ()
-    emulators: Emulators | None = None
-    topology: Topology | None = None
-    environ: dict[str, str | None] | None = None
-    shield: Shield | None = None
-    startup_seconds: float = 0.0
-    deferred_to_workers: bool = False
-    _registry: ClientRegistry | None = None
-
-    def registry(self) -> ClientRegistry:
-        """Clients on the session's emulators (built once: the reset fixture reuses them)."""
-        if self._registry is None:
-            assert self.emulators is not None
-            self._registry = emulator_registry_for(self.emulators, name="cloudclients-topology")
-        return self._registry
-
-    def stop_emulators(self) -> None:
-        """Close the clients and stop the emulators. Idempotent."""
-        if self._registry is not None:
-            with contextlib.suppress(Exception):
-                self._registry.close(timeout=5)
-            self._registry = None
-        if self.emulators is not None:
-            self.emulators.stop()
-            self.emulators = None
-
-    def close(self) -> None:
-        """Stop what was started and restore the environment. Idempotent; also runs at exit."""
-        with contextlib.suppress(Exception):
-            atexit.unregister(self.close)
-        self.stop_emulators()
-        for key, value in (self.environ or {}).items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self.environ = None
-        if self.shield is not None:
-            self.shield.close()
-            self.shield = None
-
-
-_SESSION_KEY = pytest.StashKey[_Session]()
-_EARLY: _Session | None = None
+_EARLY: Session | None = None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -175,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(the real environment is given back for it).")
     global _EARLY
     session, _EARLY = (_EARLY if _EARLY is not None else _set_up(config, predict_xdist=False)), None
-    config.stash[_SESSION_KEY] = session
+    config.stash[SESSION_KEY] = session
     # xdist has now settled how many workers it starts (-n auto, --pdb, a conftest's hook):
     # correct the guess made before the conftests were imported.
     if session.kinds and not _help_or_version(config):
@@ -189,13 +131,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = config.stash.get(_SESSION_KEY, None)
+    session = session_of(config)
     if session is not None:
         session.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    session = config.stash.get(_SESSION_KEY, None)
+    session = session_of(config)
     if session is None:
         return []
     lines = []
@@ -217,8 +159,8 @@ def _help_or_version(config: pytest.Config) -> bool:
     return bool(_cli(config, "help") or _cli(config, "version"))
 
 
-def _set_up(config: pytest.Config, *, predict_xdist: bool) -> _Session:
-    session = _Session(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
+def _set_up(config: pytest.Config, *, predict_xdist: bool) -> Session:
+    session = Session(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
     if _help_or_version(config):
         return session  # pytest --help / --version: nothing to protect, nothing to start
     atexit.register(session.close)  # pytest may stop before pytest_unconfigure (a bad flag)
@@ -245,7 +187,7 @@ def _set_up(config: pytest.Config, *, predict_xdist: bool) -> _Session:
     return session
 
 
-def _start_guarded(config: pytest.Config, session: _Session) -> None:
+def _start_guarded(config: pytest.Config, session: Session) -> None:
     try:
         _start(config, session)
     except BaseException:
@@ -328,7 +270,7 @@ def _xdist_distributes(config: pytest.Config) -> bool:
     return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
 
-def _start(config: pytest.Config, session: _Session) -> None:
+def _start(config: pytest.Config, session: Session) -> None:
     started = time.monotonic()
     try:
         session.emulators = start_emulators(session.kinds, project=session.project,
@@ -340,16 +282,8 @@ def _start(config: pytest.Config, session: _Session) -> None:
     exported = _export({**session.emulators.env, "GOOGLE_CLOUD_PROJECT": session.project})
     session.environ = {**exported, **(session.environ or {})}
     if session.topology is not None:
-        _create(session.topology, session)
+        session.create_topology()
     session.startup_seconds = time.monotonic() - started
-
-
-def _create(topology: Topology, session: _Session) -> None:
-    try:
-        topology.create(session.registry())
-    except Exception as exc:
-        reason = " ".join(str(exc).split())
-        raise pytest.UsageError(f"cloudclients: creating the topology failed: {reason}") from None
 
 
 def _export(changes: dict[str, str]) -> dict[str, str | None]:
@@ -363,19 +297,12 @@ def _export(changes: dict[str, str]) -> dict[str, str | None]:
     return previous
 
 
-def _project(config: pytest.Config) -> str:
-    """The session's project: ``GOOGLE_CLOUD_PROJECT`` as it was when the session began, else
-    :data:`TEST_PROJECT`."""
-    session = config.stash.get(_SESSION_KEY, None)
-    return session.project if session is not None else (os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
-
-
 @pytest.fixture(autouse=True)
 def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[None]:
     """For a test marked ``cloudclients_allow_production``: the real environment back
     (``GOOGLE_APPLICATION_CREDENTIALS``, ``CLOUDSDK_CONFIG``, the metadata variables,
     ``NO_GCE_CHECK``) and real credentials allowed; hidden again after the test."""
-    session = request.config.stash.get(_SESSION_KEY, None)
+    session = session_of(request.config)
     shield = session.shield if session is not None else None
     if shield is None or request.node.get_closest_marker(_ALLOW_MARK) is None:
         yield
@@ -385,197 +312,3 @@ def _cloudclients_production_mark(request: pytest.FixtureRequest) -> Iterator[No
         yield
     finally:
         shield.cover()
-
-
-# -- emulator fixtures --------------------------------------------------------------------------
-
-
-def _session_or_new(
-    config: pytest.Config, kind: EmulatorKind, start: Callable[[], EmulatorProcess]
-) -> Iterator[EmulatorProcess]:
-    """The session's emulator of *kind* when the ini started one, else a new one (stopped at
-    the end); skips the tests that need it when it is not installed."""
-    session = config.stash.get(_SESSION_KEY, None)
-    started = getattr(session.emulators, kind) if session is not None and session.emulators else None
-    if started is not None:
-        yield started
-        return
-    try:
-        proc = start()
-    except EmulatorNotInstalledError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="session")
-def pubsub_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
-    """A Pub/Sub emulator running for the whole session (the session's own, when
-    ``cloudclients_emulators`` names one)."""
-    kind = request.config.getoption("--pubsub-emulator")
-    project = _project(request.config)
-    yield from _session_or_new(request.config, "pubsub", lambda: start_pubsub_emulator(kind, project=project))
-
-
-@pytest.fixture(scope="session")
-def storage_emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
-    """gcp-storage-emulator running for the whole session (the session's own, when
-    ``cloudclients_emulators`` names it)."""
-    yield from _session_or_new(request.config, "storage", start_storage_emulator)
-
-
-@pytest.fixture(scope="session")
-def cloudclients_emulators(request: pytest.FixtureRequest) -> Emulators:
-    """The session's emulators as one :class:`~cloudclients.testing.Emulators`: those
-    ``cloudclients_emulators`` names (and only those), or, when it names none, both, started on
-    first use."""
-    session = request.config.stash.get(_SESSION_KEY, None)
-    if session is not None and session.emulators is not None:
-        return session.emulators
-    return Emulators(pubsub=request.getfixturevalue("pubsub_emulator"),
-                     storage=request.getfixturevalue("storage_emulator"), project=_project(request.config))
-
-
-@pytest.fixture
-def cloudclients_reset(request: pytest.FixtureRequest, cloudclients_emulators: Emulators) -> Emulators:
-    """Empty the emulators before this test (and create the session's topology again), so it
-    sees no topic, message, bucket or object of another test. Opt in per test or module with
-    ``@pytest.mark.usefixtures("cloudclients_reset")``, or for all with an autouse fixture."""
-    cloudclients_emulators.reset()
-    session = request.config.stash.get(_SESSION_KEY, None)
-    if session is not None and session.topology is not None and session.emulators is cloudclients_emulators:
-        _create(session.topology, session)
-    return cloudclients_emulators
-
-
-@pytest.fixture
-def cloudclients_env(
-    request: pytest.FixtureRequest,
-    pubsub_emulator: EmulatorProcess,
-    storage_emulator: EmulatorProcess,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, str]:
-    """Point the environment at the emulators for one test (``GOOGLE_CLOUD_PROJECT``: the
-    session's project); return the variables."""
-    env = {**pubsub_emulator.env, **storage_emulator.env, "GOOGLE_CLOUD_PROJECT": _project(request.config)}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
-@pytest.fixture
-def emulator_settings(
-    request: pytest.FixtureRequest, pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess
-) -> Settings:
-    """Settings pointing at both emulators and naming the session's project (no environment involved)."""
-    return Settings.from_mapping(
-        {
-            "CLOUDCLIENTS_PROJECT": _project(request.config),
-            "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
-            "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": storage_emulator.host,
-            "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15,
-        },
-        environ={},
-    )
-
-
-def emulator_registry_for(emulators: Emulators, name: str = "cloudclients-test") -> ClientRegistry:
-    """A registry whose clients talk to *emulators* (close it when done)."""
-    config: dict[str, Any] = {"CLOUDCLIENTS_PROJECT": emulators.project, "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15}
-    if emulators.pubsub is not None:
-        config["CLOUDCLIENTS_PUBSUB_EMULATOR_HOST"] = emulators.pubsub.host
-    if emulators.storage is not None:
-        config["CLOUDCLIENTS_STORAGE_EMULATOR_HOST"] = emulators.storage.host
-    return ClientRegistry.from_settings(Settings.from_mapping(config, environ={}), name=name)
-
-
-@pytest.fixture
-def emulator_registry(emulator_settings: Settings) -> Iterator[ClientRegistry]:
-    """A registry on the emulators, closed after the test."""
-    registry = ClientRegistry.from_settings(emulator_settings, name="test-admin")
-    try:
-        yield registry
-    finally:
-        registry.close(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def push_token_issuer() -> PushTokenIssuer:
-    """The process's :func:`~cloudclients.testing.default_push_token_issuer`: point
-    ``CLOUDCLIENTS_PUSH_CERTS_URL`` at its ``certs_url``; tokens from its ``sign_push_token(…)``
-    and from the module-level ``cloudclients.testing.sign_push_token(…)`` verify there."""
-    return default_push_token_issuer()
-
-
-@pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Return a function making collision-free resource names for this test."""
-    test = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:30] or "t"
-
-    def make(prefix: str = "r") -> str:
-        return f"{prefix}-{test}-{uuid.uuid4().hex[:10]}"
-
-    return make
-
-
-@dataclass(frozen=True)
-class TopicHandle:
-    """A topic and a subscription on it, created for one test."""
-
-    project: str
-    topic: str
-    subscription: str
-    registry: ClientRegistry
-
-    @property
-    def topic_id(self) -> str:
-        """The short topic name."""
-        return self.topic.rsplit("/", 1)[1]
-
-    def pull(self, expected: int, timeout: float = 20.0) -> list[Any]:
-        """Pull and acknowledge until *expected* messages arrived or *timeout* passed."""
-        return pull_messages(self.registry, self.subscription, expected, timeout)
-
-
-def pull_messages(registry: ClientRegistry, subscription: str, expected: int, timeout: float = 20.0) -> list[Any]:
-    """Pull (and ack) messages from *subscription* with unary Pull calls until
-    *expected* arrived or *timeout* elapsed; return the ``PubsubMessage`` objects."""
-    subscriber = registry.subscriber
-    received: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < expected and time.monotonic() < deadline:
-        response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 1000},
-            timeout=max(1.0, min(5.0, deadline - time.monotonic())),
-        )
-        if response.received_messages:
-            subscriber.acknowledge(
-                request={
-                    "subscription": subscription,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-            received.extend(m.message for m in response.received_messages)
-    return received
-
-
-@pytest.fixture
-def pubsub_topic(emulator_registry: ClientRegistry, unique_name: Callable[[str], str]) -> Iterator[TopicHandle]:
-    """A fresh topic with one subscription in the session's project, deleted after the test."""
-    project = emulator_registry.project
-    topic = f"projects/{project}/topics/{unique_name('topic')}"
-    subscription = f"projects/{project}/subscriptions/{unique_name('sub')}"
-    emulator_registry.publisher.create_topic(name=topic)
-    emulator_registry.subscriber.create_subscription(
-        request={"name": subscription, "topic": topic, "ack_deadline_seconds": 30}
-    )
-    try:
-        yield TopicHandle(project, topic, subscription, emulator_registry)
-    finally:
-        # Best effort: the emulator may be gone (tests that kill it on purpose).
-        with contextlib.suppress(Exception):
-            emulator_registry.subscriber.delete_subscription(subscription=subscription, timeout=5)
-        with contextlib.suppress(Exception):
-            emulator_registry.publisher.delete_topic(topic=topic, timeout=5)

@@ -112,11 +112,11 @@ class SigningKey:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """A compact RS256 JWT of *claims* with this key's ``kid``."""
-        from google.auth import crypt, jwt
+        from .._google.keys import rsa_signer, signed_jwt
 
         if self._signer is None:  # parsing the key takes ~40 ms: once per key
-            self._signer = crypt.RSASigner.from_string(self.private_pem, key_id=self.kid)  # type: ignore[no-untyped-call]
-        return str(jwt.encode(self._signer, dict(claims)).decode())  # type: ignore[no-untyped-call]
+            self._signer = rsa_signer(self.private_pem, self.kid)
+        return signed_jwt(self._signer, claims)
 
 
 class PushTokenIssuer:

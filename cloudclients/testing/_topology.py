@@ -16,8 +16,6 @@ either Pub/Sub emulator (and would against the service).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,27 +44,9 @@ class Topology:
 
         :raises google.api_core.exceptions.GoogleAPICallError: for anything the service refuses.
         """
-        from google.api_core.exceptions import AlreadyExists, Conflict
-        from google.pubsub_v1 import types
+        from .._google.admin import create_topology
 
-        project = registry.project
-        for topic, subscriptions in self.topics.items():
-            name = _full(topic, project, "topics")
-            with contextlib.suppress(AlreadyExists):
-                registry.publisher.create_topic(request={"name": name, "labels": dict(self.labels.get(topic, {}))})
-            for spec in subscriptions:
-                body = {k: v for k, v in spec.items() if k != "name"}
-                subscription = types.Subscription.from_json(json.dumps(body))
-                subscription.name = _full(spec["name"], project, "subscriptions")
-                subscription.topic = name
-                if subscription.dead_letter_policy.dead_letter_topic:
-                    dlq = subscription.dead_letter_policy.dead_letter_topic
-                    subscription.dead_letter_policy.dead_letter_topic = _full(dlq, project, "topics")
-                with contextlib.suppress(AlreadyExists):
-                    registry.subscriber.create_subscription(request=subscription)
-        for bucket in self.buckets:
-            with contextlib.suppress(Conflict):
-                registry.storage.create_bucket(bucket)
+        create_topology(registry, self.topics, self.labels, self.buckets)
 
 
 def load_topology(path: str | os.PathLike[str]) -> Topology:
@@ -75,15 +55,11 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
     :raises TopologyError: one line naming the file and the field (``topology 't.json':
         topics[0].labels: must be an object of strings, not "x"``).
     """
-    from google.pubsub_v1.types import Subscription
+    from .._google.admin import subscription_type
 
-    spec = read_topology(path, Subscription.pb())
+    spec = read_topology(path, subscription_type())
     return Topology(
         topics={t.name: [{"name": s.name, **s.body} for s in t.subscriptions] for t in spec.topics},
         buckets=spec.buckets,
         labels={t.name: t.labels for t in spec.topics if t.labels},
     )
-
-
-def _full(name: str, project: str, collection: str) -> str:
-    return name if name.startswith("projects/") else f"projects/{project}/{collection}/{name}"

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ._types import pubsub
 from .delivery import Delivery, Entry, Msg, is_ack_id
@@ -197,25 +197,13 @@ class State:
     # -- lookups ------------------------------------------------------------------------
 
     def topic(self, name: str) -> Topic:
-        topic = self.topics.get(name)
-        if topic is None:
-            check_name(name, "topics")
-            raise ApiError(Code.NOT_FOUND, f"Topic not found: {name}")
-        return topic
+        return _find(self.topics, name, "topics", "Topic not found")
 
     def sub(self, name: str) -> Sub:
-        sub = self.subs.get(name)
-        if sub is None:
-            check_name(name, "subscriptions")
-            raise ApiError(Code.NOT_FOUND, f"Subscription does not exist: {name}")
-        return sub
+        return _find(self.subs, name, "subscriptions", "Subscription does not exist")
 
     def _snap(self, name: str) -> Snap:
-        snap = self.snaps.get(name)
-        if snap is None:
-            check_name(name, "snapshots")
-            raise ApiError(Code.NOT_FOUND, f"Snapshot does not exist: {name}")
-        return snap
+        return _find(self.snaps, name, "snapshots", "Snapshot does not exist")
 
     # -- topics -------------------------------------------------------------------------
 
@@ -663,3 +651,15 @@ def _copy_field(source: Any, target: Any, path: str) -> None:
     else:
         setattr(target, path, getattr(source, path))
 
+
+_Found = TypeVar("_Found")
+
+
+def _find(table: dict[str, _Found], name: str, collection: str, missing: str) -> _Found:
+    """``table[name]``; else INVALID_ARGUMENT for a malformed name of *collection*, or NOT_FOUND
+    ``"<missing>: <name>"`` (the service's wording, which differs per collection)."""
+    found = table.get(name)
+    if found is None:
+        check_name(name, collection)
+        raise ApiError(Code.NOT_FOUND, f"{missing}: {name}")
+    return found

@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from tests.conformance_core.conftest import Target, xfail_official
+from tests.helpers import wait_for
 
 
 def pull(target: Target, sub: str, max_messages: int = 100, timeout: float = 10.0, want: int = 1) -> list[Any]:
@@ -224,9 +225,7 @@ def test_push_delivery(target: Target, push_server: tuple[str, list[dict[str, An
     topic = target.topic()
     sub = target.subscription(topic, push_config={"push_endpoint": endpoint})
     message_id = target.publisher.publish(topic, b"pushed", kind="order").result(timeout=10)
-    deadline = time.monotonic() + 20
-    while len(bodies) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(bodies) >= 2, 20, interval=0.05)
     time.sleep(1.0)
     assert len(bodies) == 2, bodies  # one failure, one success, nothing after the ack
     body = bodies[1]

@@ -10,6 +10,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from tests.conformance_core.conftest import Target, xfail_official
+from tests.helpers import wait_for
 
 
 class Collector:
@@ -32,13 +33,11 @@ class Collector:
                 self.max_held = max(self.max_held, len(self.held))
 
     def wait(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def enough() -> bool:
             with self.lock:
-                if len(set(self.data)) >= count:
-                    return True
-            time.sleep(0.05)
-        return False
+                return len(set(self.data)) >= count
+
+        return wait_for(enough, timeout, interval=0.05)
 
 
 def publish(target: Target, topic: str, n: int, prefix: str = "m") -> set[bytes]:
