@@ -90,13 +90,13 @@ def test_unfinished_request_bytes_per_connection_are_capped(env: dict[str, str])
         for _ in range(4):
             sids.append(raw.start(PUBLISH))
             raw.send(sids[-1], part)
-        assert raw.read_until(lambda: raw.status(sids[-1]) is not None, 10), "the fourth call is still open"
+        assert raw.read_until(lambda: raw.status(sids[-1]) is not None, 60), "the fourth call is still open"
         assert raw.status(sids[-1]) == 8  # RESOURCE_EXHAUSTED
         assert raw.streams[sids[-1]].reset is not None
         assert all(raw.status(sid) is None and raw.streams[sid].reset is None for sid in sids[:-1])
         probe = raw.start(GET_TOPIC)
         raw.message(probe, b"\x0a\x05topic", end=True)  # GetTopicRequest(topic="topic")
-        assert raw.read_until(lambda: raw.status(probe) is not None, 10)
+        assert raw.read_until(lambda: raw.status(probe) is not None, 60)
         assert raw.status(probe) == 3  # INVALID_ARGUMENT (a bad name): answered, the connection is fine
     finally:
         raw.close()
