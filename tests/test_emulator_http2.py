@@ -152,6 +152,18 @@ def test_responses_respect_the_clients_windows() -> None:
     assert pair.server.local_flow_control_window(sid) >= 1000
 
 
+def test_window_updates_are_reported_only_when_a_window_was_used_up() -> None:
+    """Nothing can be waiting to send while a window is open: those updates (a gRPC client sends two per
+    response) make no event."""
+    pair = Pair()
+    sid = pair.request(b"x", end=False)
+    pair.client.increment_flow_control_window(1000, stream_id=sid)
+    pair.client.increment_flow_control_window(1000)
+    pair.exchange()
+    assert not pair.of(http2.WindowUpdated)
+    assert pair.server.local_flow_control_window(sid) == 65_535 + 1000
+
+
 def test_a_new_initial_window_applies_to_open_streams() -> None:
     pair = Pair()
     sid = pair.request(b"x")

@@ -330,8 +330,14 @@ class GrpcConnection(asyncio.Protocol):
 
     @staticmethod
     def _respond(call: ServerCall, result: Any) -> None:
-        call.send(result if isinstance(result, bytes) else result.SerializeToString())
-        call.finish(Code.OK)
+        """``send`` then ``finish(OK)``, in one pump (headers, message and trailers)."""
+        payload = result if isinstance(result, bytes) else result.SerializeToString()
+        if call.closed or call.trailers is not None:
+            return
+        call.out += len(payload).to_bytes(5, "big")
+        call.out += payload
+        call.trailers = (Code.OK, "", ())
+        call.conn.pump(call)
 
     def _on_reset(self, event: http2.StreamReset) -> None:
         call = self.calls.pop(event.stream_id, None)

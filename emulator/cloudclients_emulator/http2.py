@@ -94,6 +94,9 @@ class StreamReset:
 
 
 class WindowUpdated:
+    """Sent only when the window was used up before (nothing can be waiting for it otherwise): a gRPC
+    client sends two WINDOW_UPDATEs per response, mostly while nothing waits."""
+
     __slots__ = ("delta", "stream_id")
 
     def __init__(self, stream_id: int, delta: int) -> None:
@@ -524,10 +527,12 @@ class H2Server:
         if not sid:
             if not delta:
                 raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            blocked = self._send_window <= 0
             self._send_window += delta
             if self._send_window > MAX_WINDOW:
                 raise _ConnectionError(ErrorCodes.FLOW_CONTROL_ERROR, "Connection window over 2^31-1")
-            events.append(WindowUpdated(0, delta))
+            if blocked:
+                events.append(WindowUpdated(0, delta))
             return
         stream = self.streams.get(sid)
         if stream is None:
@@ -538,12 +543,13 @@ class H2Server:
             self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR)
             events.append(StreamReset(sid, ErrorCodes.PROTOCOL_ERROR, False))
             return
+        blocked = stream.send_window <= 0
         stream.send_window += delta
         if stream.send_window > MAX_WINDOW:
             self._stream_error(sid, ErrorCodes.FLOW_CONTROL_ERROR)
             events.append(StreamReset(sid, ErrorCodes.FLOW_CONTROL_ERROR, False))
             return
-        if not stream.local_closed:
+        if blocked and not stream.local_closed:
             events.append(WindowUpdated(sid, delta))
 
     def _data(self, sid: int, flags: int, payload: bytes, length: int, events: list[Event]) -> None:
