@@ -290,12 +290,12 @@ class HpackDecoder:
                 header = (name, value)
             headers.append(header)
             total += 32 + len(header[0]) + len(header[1])
+        if total > self.max_header_list_size:
+            raise OversizedHeaderListError(f"A header list of {total} bytes, over {self.max_header_list_size}")
         if changed:
             self._cache.clear()
         elif len(self._cache) < 64:
             self._cache[block] = headers
-        if total > self.max_header_list_size:
-            raise OversizedHeaderListError(f"A header list of {total} bytes, over {self.max_header_list_size}")
         return headers
 
 
@@ -438,6 +438,8 @@ class H2Server:
         """
         if self._closed:
             return []
+        if type(data) is not bytes:  # a bytearray or memoryview: slices must be bytes (hashable)
+            data = bytes(data)
         buf = self._in + data if self._in else data
         events: list[Event] = []
         try:
