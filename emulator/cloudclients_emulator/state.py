@@ -259,14 +259,14 @@ class State:
         messages = request.messages
         check_publish(messages, request.ByteSize())
         now_ns = time.time_ns()
-        stamp = pb.PubsubMessage().publish_time
-        stamp.FromNanoseconds(now_ns)
+        seconds, nanos = divmod(now_ns, 1_000_000_000)
         msgs: list[Msg] = []
         ids: list[str] = []
         for message in messages:  # the request is ours (parsed for this call): stamped in place
             message_id = str(next(self._ids))
             message.message_id = message_id
-            message.publish_time.CopyFrom(stamp)
+            stamp = message.publish_time
+            stamp.seconds, stamp.nanos = seconds, nanos
             msgs.append(Msg(next(self._seq), message_id, message.ordering_key, now_ns, message.SerializeToString()))
             ids.append(message_id)
         routes: list[tuple[Sub, list[Msg]]] = []
