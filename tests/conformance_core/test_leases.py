@@ -59,8 +59,9 @@ def test_blocking_shutdown_acks_after_the_stream_closed(request: pytest.FixtureR
     """python-pubsub's ``test_streaming_pull_blocking_shutdown``: 10 messages, 3 worker threads with slow
     callbacks, flow control 5, shut down with ``await_callbacks_on_shutdown``. The 3 running callbacks
     ack after the stream is cancelled; the next subscriber gets exactly the 7 others."""
-    xfail_official(request, target, "the official emulator keeps delivering to a cancelled StreamingPull "
-                   "(the next subscriber misses messages)")
+    xfail_official(request, target, "the official emulator may keep delivering to a cancelled StreamingPull "
+                   "(its known dead-stream bug; the next subscriber misses messages): passes or fails by timing",
+                   strict=False)
     topic = target.topic()
     sub = target.subscription(topic)
     for i in range(10):  # one message per Publish, as in the original
