@@ -111,3 +111,61 @@ def test_concurrent_streams_per_connection_are_bounded(env: dict[str, str]) -> N
         assert 2_000 <= raw.settings[0x3] <= 10_000
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    (GET_TOPIC, b"text/plain"),  # answered 415
+    (b"/google.pubsub.v1.Publisher/NoSuchMethod", b"application/grpc"),  # answered UNIMPLEMENTED
+])
+def test_a_request_reset_in_the_same_write_as_its_refusal_keeps_the_connection(
+        env: dict[str, str], path: bytes, content_type: bytes) -> None:
+    """A request the server refuses at once, and the client's RST_STREAM for it, arrive in one read: the
+    refusal finds the stream closed. The connection and its other calls go on. (Before, the error escaped
+    the protocol and asyncio dropped the connection with everything on it.)"""
+    raw = connect(env)
+    try:
+        assert raw.read_until(lambda: 0x3 in raw.settings, 5)
+        sid = raw.conn.get_next_available_stream_id()
+        raw.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
+                                    (b":authority", b"emulator"), (b"content-type", content_type)])
+        raw.conn.reset_stream(sid)
+        raw.flush()  # HEADERS and RST_STREAM in one write
+        probe = raw.start(GET_TOPIC)
+        raw.message(probe, b"\x0a\x05topic", end=True)
+        assert raw.read_until(lambda: raw.status(probe) is not None, 20), "the connection was dropped"
+        assert raw.status(probe) == 3
+    finally:
+        raw.close()
+
+
+def test_a_client_that_never_reads_is_not_buffered_for(env: dict[str, str]) -> None:
+    """A client sends PINGs and never reads the acks. Flow control does not cover acks; once the server's
+    write buffer is full it stops reading that connection (back-pressure) instead of buffering acks in
+    memory without bound, and other connections are served meanwhile. (Before: 64 MB of PINGs read,
+    64 MB of acks held.)"""
+    import socket
+
+    raw = connect(env)
+    try:
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        pings = (b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678") * 60_000  # 1 MB of PING frames
+        raw.sock.settimeout(3)
+        sent, stalled = 0, False
+        while sent < 64 * len(pings):
+            try:
+                raw.sock.sendall(pings)
+            except TimeoutError:
+                stalled = True
+                break
+            sent += len(pings)
+        assert stalled, f"{sent:,} bytes of PINGs were read with nothing read back"
+        other = connect(env)
+        try:
+            probe = other.start(GET_TOPIC)
+            other.message(probe, b"\x0a\x05topic", end=True)
+            assert other.read_until(lambda: other.status(probe) is not None, 20)
+            assert other.status(probe) == 3
+        finally:
+            other.close()
+    finally:
+        raw.close()

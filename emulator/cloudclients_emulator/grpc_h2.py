@@ -194,6 +194,17 @@ class GrpcConnection(asyncio.Protocol):
             self._receiving = False
         self._flush()
 
+    # Back-pressure for what flow control does not cover: PING and SETTINGS acks, resets, trailers. A client
+    # that sends them and never reads would make the write buffer grow without bound; while it is over
+    # asyncio's high-water mark, the connection's requests are not read either.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         for call in list(self.calls.values()):
@@ -214,13 +225,19 @@ class GrpcConnection(asyncio.Protocol):
             elif name == b"grpc-encoding":
                 encoding = value
         sid = event.stream_id
+        # The events of a whole read are handled after it is parsed: a later frame of the same read (the
+        # client's RST_STREAM, a stream error) may have closed this stream already, so these answers are
+        # sent only if it is still open. (Before, the error escaped data_received and asyncio dropped the
+        # connection with every other call on it.)
         if not content_type.startswith(b"application/grpc"):
-            self.h2.send_headers(sid, [(b":status", b"415")], end_stream=True)
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.send_headers(sid, [(b":status", b"415")], end_stream=True)
             return
         method = self.methods.get(path)
         if method is None:
-            self.h2.send_headers(sid, _RESPONSE_HEADERS[:2] + _trailers(
-                Code.UNIMPLEMENTED, f"Method not found: {path.decode('latin-1')}"), end_stream=True)
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.send_headers(sid, _RESPONSE_HEADERS[:2] + _trailers(
+                    Code.UNIMPLEMENTED, f"Method not found: {path[:200].decode('latin-1')}"), end_stream=True)
             return
         call = ServerCall(self, sid, method, encoding)
         self.calls[sid] = call

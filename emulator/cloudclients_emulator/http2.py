@@ -204,7 +204,8 @@ def _read_string(data: bytes, i: int) -> tuple[bytes, int]:
 
 
 class OversizedHeaderListError(Exception):
-    """The decoded header list is over the limit (the block was decoded whole: the table is in step)."""
+    """The header list is over the limit. Decoding stopped there, so the dynamic table may be out of step
+    with the client's: always a connection error."""
 
 
 class HpackDecoder:
@@ -290,11 +291,13 @@ class HpackDecoder:
                 header = (name, value)
             headers.append(header)
             total += 32 + len(header[0]) + len(header[1])
-        if total > self.max_header_list_size:
-            raise OversizedHeaderListError(f"A header list of {total} bytes, over {self.max_header_list_size}")
+            if total > self.max_header_list_size:  # checked per field: 255 KiB of 1-byte references would
+                # otherwise expand to 6.7 MB of header list (261,120 fields) before being refused
+                raise OversizedHeaderListError(f"A header list over {self.max_header_list_size} bytes")
         if changed:
             self._cache.clear()
-        elif len(self._cache) < 64:
+        elif len(self._cache) < 64 and n <= 1024:  # a client's call headers are ~100 bytes; a bound per
+            # connection (64 KiB of blocks) so a client cannot park 64 x 256 KiB here for the connection's life
             self._cache[block] = headers
         return headers
 
@@ -325,6 +328,9 @@ class H2Server:
         self._headers_sid = 0  # a header block is being continued on this stream
         self._headers_block = b""
         self._headers_end = False
+        # CONTINUATION frames of the block being continued: bounded, so tiny frames cannot make the block's
+        # growth quadratic (the byte limit alone allows 262,144 one-byte frames, each copying the block)
+        self._continuations = 0
         self._closed = False
         self._goaway_sent = False
         self._out = bytearray()
@@ -362,7 +368,8 @@ class H2Server:
         block = self._cache.get(key)
         if block is None:
             block = encode_headers(headers)
-            if len(self._cache) < 64:  # the constant lists; error trailers vary
+            if len(self._cache) < 64 and len(block) <= 256:  # the constant lists; error trailers vary and may
+                # echo a client's 64 KiB :path, so big ones are never kept
                 self._cache[key] = block
         if self._table_size_update:
             self._table_size_update = False
@@ -606,11 +613,15 @@ class H2Server:
             self._header_block(sid, flags & END_STREAM, block, events)
         else:
             self._headers_sid, self._headers_block, self._headers_end = sid, block, bool(flags & END_STREAM)
+            self._continuations = 0
 
     def _continuation(self, sid: int, flags: int, payload: bytes, events: list[Event]) -> None:
         if not self._headers_sid or sid != self._headers_sid:
             raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
         self._headers_block += payload
+        self._continuations += 1
+        if self._continuations > 64:
+            raise _ConnectionError(ErrorCodes.ENHANCE_YOUR_CALM, "Too many CONTINUATION frames")
         if len(self._headers_block) > 4 * self.local_settings.get(SettingCodes.MAX_HEADER_LIST_SIZE, 65_536):
             raise _ConnectionError(ErrorCodes.ENHANCE_YOUR_CALM, "Header block too large")
         if flags & END_HEADERS:
