@@ -7,10 +7,13 @@ own resources (unique names), through the real google-cloud-pubsub clients
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,3 +103,34 @@ def xfail_official(request: pytest.FixtureRequest, target: Target, reason: str, 
     """Expect this test to fail on the official emulator (a known gap, with its reason)."""
     if target.kind == "official":
         request.node.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
+
+
+@contextlib.contextmanager
+def push_endpoint(on_post: Callable[[str, dict[str, str], bytes], None], *,
+                  idle_timeout: float | None = None) -> Iterator[str]:
+    """An HTTP endpoint on 127.0.0.1 (its URL, path ``/push``) that hands every POST -- path, headers with
+    lower-cased names, body -- to *on_post* and answers 204. With *idle_timeout*, it keeps HTTP/1.1
+    connections alive and closes one idle that long (as gunicorn or Node do); otherwise one request per
+    connection (HTTP/1.0)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if idle_timeout is not None else "HTTP/1.0"
+        timeout = idle_timeout
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            on_post(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/push"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-import http.server
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.auth import jwt
 
-from tests.conformance_core.conftest import Target, xfail_official
+from tests.conformance_core.conftest import Target, push_endpoint, xfail_official
 from tests.helpers import wait_for
 
 SERVICE_ACCOUNT = "pusher@conformance-test.iam.gserviceaccount.com"
@@ -49,24 +47,9 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     found = Receiver("")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            found.requests.append(Pushed(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    found.url = f"http://127.0.0.1:{server.server_address[1]}/push"
-    yield found
-    server.shutdown()
-    server.server_close()
+    with push_endpoint(lambda path, headers, body: found.requests.append(Pushed(path, headers, body))) as url:
+        found.url = url
+        yield found
 
 
 def _get_json(url: str) -> tuple[Any, str]:

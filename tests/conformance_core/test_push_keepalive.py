@@ -9,17 +9,15 @@ each message's ``deliveryAttempt`` stays 1.
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.conformance_core.conftest import Target, xfail_official
+from tests.conformance_core.conftest import Target, push_endpoint, xfail_official
 from tests.helpers import wait_for
 
 
@@ -43,25 +41,8 @@ class _Recorder:
 def idle_closing_endpoint() -> Iterator[tuple[str, _Recorder]]:
     """An HTTP/1.1 keep-alive endpoint that closes a connection idle for 1 s (``timeout = 1``)."""
     recorder = _Recorder()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = 1
-
-        def do_POST(self) -> None:
-            recorder.record(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/push", recorder
-    server.shutdown()
-    server.server_close()
+    with push_endpoint(lambda path, headers, body: recorder.record(body), idle_timeout=1) as url:
+        yield url, recorder
 
 
 @pytest.fixture
@@ -115,11 +96,19 @@ def one_answer_per_connection() -> Iterator[tuple[str, _Recorder]]:
     listener.close()
 
 
-def _push_subscription(target: Target, endpoint: str) -> tuple[str, str]:
+def _push_four_and_check_first_attempts(target: Target, endpoint: str, recorder: _Recorder, pause: float) -> None:
+    """Publish 4 messages one at a time to a push subscription with a dead-letter policy (so the envelope
+    carries deliveryAttempt), waiting for each push and *pause* s more; each first push is attempt 1."""
     topic = target.topic()
     dead_letter = target.topic()
-    return topic, target.subscription(topic, push_config={"push_endpoint": endpoint}, dead_letter_policy={
+    target.subscription(topic, push_config={"push_endpoint": endpoint}, dead_letter_policy={
         "dead_letter_topic": dead_letter, "max_delivery_attempts": 5})
+    for i in range(4):
+        target.publisher.publish(topic, f"m{i}".encode()).result(timeout=10)
+        assert wait_for(lambda n=i + 1: recorder.count() >= n, 20), f"message {i} was not pushed"
+        time.sleep(pause)
+    assert {data: attempts[0] for data, attempts in recorder.attempts.items()} == dict.fromkeys(
+        recorder.attempts, 1), recorder.attempts
 
 
 NO_ATTEMPT = "the official emulator's push envelope has no deliveryAttempt, so this cannot be told"
@@ -130,14 +119,7 @@ def test_pushes_after_the_endpoint_closed_an_idle_connection_are_first_attempts(
     """One message every 2 s to an endpoint closing connections idle for 1 s: every message arrives on its
     first attempt (the emulator used to send each on the closed connection, fail, and retry: 1, 2, 2, 2)."""
     xfail_official(request, target, NO_ATTEMPT)
-    endpoint, recorder = idle_closing_endpoint
-    topic, _ = _push_subscription(target, endpoint)
-    for i in range(4):
-        target.publisher.publish(topic, f"m{i}".encode()).result(timeout=10)
-        assert wait_for(lambda n=i + 1: recorder.count() >= n, 20), f"message {i} was not pushed"
-        time.sleep(2)
-    assert {data: attempts[0] for data, attempts in recorder.attempts.items()} == dict.fromkeys(
-        recorder.attempts, 1), recorder.attempts
+    _push_four_and_check_first_attempts(target, *idle_closing_endpoint, pause=2)
 
 
 def test_a_push_on_a_connection_closed_under_it_is_sent_again_at_once(
@@ -146,10 +128,4 @@ def test_a_push_on_a_connection_closed_under_it_is_sent_again_at_once(
     again on a new connection, not counted as a failed attempt: every message's first recorded delivery is
     attempt 1."""
     xfail_official(request, target, NO_ATTEMPT)
-    endpoint, recorder = one_answer_per_connection
-    topic, _ = _push_subscription(target, endpoint)
-    for i in range(4):
-        target.publisher.publish(topic, f"m{i}".encode()).result(timeout=10)
-        assert wait_for(lambda n=i + 1: recorder.count() >= n, 20), f"message {i} was not pushed"
-    assert {data: attempts[0] for data, attempts in recorder.attempts.items()} == dict.fromkeys(
-        recorder.attempts, 1), recorder.attempts
+    _push_four_and_check_first_attempts(target, *one_answer_per_connection, pause=0)
