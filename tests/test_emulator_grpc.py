@@ -8,6 +8,7 @@ the bare client in :mod:`tests.rawh2`; subscriptions are made over REST.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -167,5 +168,40 @@ def test_a_client_that_never_reads_is_not_buffered_for(env: dict[str, str]) -> N
             assert other.status(probe) == 3
         finally:
             other.close()
+    finally:
+        raw.close()
+
+
+def test_a_stream_to_a_client_that_never_reads_stops_taking_messages(env: dict[str, str]) -> None:
+    """A client opens every HTTP/2 window to 2 GiB (legal: flow control then bounds nothing), starts a
+    StreamingPull without flow control over a backlog of 60 x 1 MB, and never reads. Responses stay queued
+    in the call once the socket's buffer is full, so the stream stops taking messages from the backlog: most
+    stay there, not copied into the server's memory. (Before: all 60 leased and buffered.)"""
+    import base64
+    import socket
+
+    import h2.settings
+
+    base = f"http://{env['PUBSUB_EMULATOR_HOST']}/v1/projects/{PROJECT}"
+    data = base64.b64encode(b"m" * 1_000_000).decode()
+    for _ in range(20):
+        assert http(f"{base}/topics/raw-topic:publish", "POST", {"messages": [{"data": data}] * 3})[0] == 200
+    raw = connect(env)
+    try:
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        raw.flush()
+        sid = raw.start(STREAMING_PULL)
+        raw.message(sid, StreamingPullRequest.serialize(StreamingPullRequest(
+            subscription=SUBSCRIPTION, stream_ack_deadline_seconds=60)))
+
+        def leased() -> int:
+            status, stats = http(f"http://{env['PUBSUB_EMULATOR_HOST']}/admin/stats")
+            assert status == 200
+            return int(stats["subscriptions"][SUBSCRIPTION]["outstanding"])
+
+        assert wait_for(lambda: leased() > 0, 10), "the stream got nothing"
+        time.sleep(3)  # time to take everything, were nothing stopping it
+        assert leased() <= 30, f"{leased()} of 60 messages leased to a client that reads nothing"
     finally:
         raw.close()

@@ -166,6 +166,8 @@ class GrpcConnection(asyncio.Protocol):
         self._receiving = False
         self._flush_pending = False
         self._closing = False
+        self._write_paused = False  # the transport's write buffer is over its high-water mark
+        self._held: set[ServerCall] = set()  # calls with DATA held back until the socket catches up
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -194,22 +196,30 @@ class GrpcConnection(asyncio.Protocol):
             self._receiving = False
         self._flush()
 
-    # Back-pressure for what flow control does not cover: PING and SETTINGS acks, resets, trailers. A client
-    # that sends them and never reads would make the write buffer grow without bound; while it is over
-    # asyncio's high-water mark, the connection's requests are not read either.
+    # Back-pressure from the socket. HTTP/2 flow control bounds DATA only as far as the client's windows
+    # do (a client may open them to 2 GiB), and not at all PING and SETTINGS acks, resets, trailers: a
+    # client that never reads would make the write buffer grow without bound. So DATA moves from a call's
+    # queue into the connection's frames only while fewer than _HIGH_WATER bytes wait to be flushed and
+    # the transport's buffer is under asyncio's high-water mark; the rest stays queued in the call (which
+    # stops being writable: a StreamingPull takes no more messages), and while the buffer is over the
+    # mark the connection's requests are not read either.
     def pause_writing(self) -> None:
+        self._write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         for call in list(self.calls.values()):
             self._cancelled(call)
         self.calls.clear()
+        self._held.clear()
         self.on_lost(self)
 
     # -- events ----------------------------------------------------------------------------------
@@ -420,6 +430,9 @@ class GrpcConnection(asyncio.Protocol):
                 call.headers_sent = True
             out = call.out
             while out:
+                if self._write_paused or conn.pending >= _HIGH_WATER:  # the socket is behind: later
+                    self._held.add(call)
+                    break
                 window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
                 if window <= 0:
                     break
@@ -500,7 +513,11 @@ class GrpcConnection(asyncio.Protocol):
         self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(data)  # may call pause_writing
+        if self._held and not self._write_paused:
+            held, self._held = self._held, set()
+            for call in held:
+                self.pump(call)
 
     # -- shutdown ------------------------------------------------------------------------------------
 

@@ -293,6 +293,7 @@ class HpackDecoder:
             total += 32 + len(header[0]) + len(header[1])
             if total > self.max_header_list_size:  # checked per field: 255 KiB of 1-byte references would
                 # otherwise expand to 6.7 MB of header list (261,120 fields) before being refused
+                self._cache.clear()  # the table may have changed before this field
                 raise OversizedHeaderListError(f"A header list over {self.max_header_list_size} bytes")
         if changed:
             self._cache.clear()
@@ -351,6 +352,11 @@ class H2Server:
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of frames waiting for :meth:`data_to_send`."""
+        return len(self._out)
 
     def _open_stream(self, sid: int) -> _Stream:
         stream = self.streams.get(sid)
