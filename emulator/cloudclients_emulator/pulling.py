@@ -281,8 +281,10 @@ class StreamingPull(Consumer):
         # fields and ``protocol_version`` "can only be set on the initial StreamingPullRequest. If it
         # is set on a subsequent request, the stream will be aborted with status INVALID_ARGUMENT".
         # (``client_id`` "only needs to be provided on the initial request": allowed later.)
+        # On older google.pubsub_v1 types (google-cloud-pubsub 2.30, the lowest allowed) there is no
+        # ``protocol_version``: the field is dropped as unknown when the request is decoded, so it is unset.
         for name in ("subscription", "max_outstanding_messages", "max_outstanding_bytes", "protocol_version"):
-            value = getattr(request, name)
+            value = getattr(request, name, 0)
             if value:
                 raise ApiError(Code.INVALID_ARGUMENT,
                                f"{name} can only be set on the initial StreamingPullRequest (got {value!r} "

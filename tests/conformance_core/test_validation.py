@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.api_core import exceptions
 from google.protobuf import field_mask_pb2
+from google.pubsub_v1.types import StreamingPullRequest
 
 from tests.conformance_core.conftest import Target, xfail_official
 from tests.conformance_core.rawstream import RawStream
@@ -54,6 +55,8 @@ def test_a_bad_later_streaming_pull_request_ends_the_stream(request: pytest.Fixt
     if case in ("modify_deadline_seconds=601", "max_outstanding_messages=5", "max_outstanding_bytes=1000",
                 "protocol_version=1"):
         xfail_official(request, target, f"the official emulator accepts {case} on an open stream")
+    if case == "protocol_version=1" and "protocol_version" not in StreamingPullRequest.meta.fields:
+        pytest.skip("this google-cloud-pubsub's StreamingPullRequest has no protocol_version")
     topic = target.topic()
     sub = target.subscription(topic)
     publish(target, topic, 1)
