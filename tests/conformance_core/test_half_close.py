@@ -20,7 +20,7 @@ def test_a_half_closed_stream_keeps_delivering(request: pytest.FixtureRequest, t
     stream.half_close()  # the first request, then no more
     try:
         publish(target, topic, 1)
-        assert wait_for(lambda: len(stream.received) == 1, 20), "delivered after the half-close"
+        assert wait_for(lambda: len(stream.received) == 1, 10), "delivered after the half-close"
         assert not stream.done.is_set()
     finally:
         stream.cancel()
