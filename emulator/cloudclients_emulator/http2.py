@@ -127,7 +127,7 @@ Event = (RequestReceived | DataReceived | StreamEnded | StreamReset | WindowUpda
 class _Stream:
     """One stream the client opened (idle and closed streams have none)."""
 
-    __slots__ = ("local_closed", "recv_unacked", "recv_window", "remote_closed", "send_window", "sent_headers")
+    __slots__ = ("local_closed", "recv_unacked", "recv_window", "remote_closed", "send_window")
 
     def __init__(self, send_window: int, recv_window: int) -> None:
         self.send_window = send_window
@@ -135,7 +135,6 @@ class _Stream:
         self.recv_unacked = 0  # consumed and acknowledged by the application, not yet told to the client
         self.remote_closed = False
         self.local_closed = False
-        self.sent_headers = False
 
 
 class _ConnectionError(Exception):
@@ -307,7 +306,6 @@ class H2Server:
     """One server-side HTTP/2 connection: bytes in, events out; calls' headers and data in, bytes out."""
 
     def __init__(self, settings: dict[SettingCodes, int], connection_window: int = DEFAULT_WINDOW) -> None:
-        self.local_settings = dict(settings)
         self._recv_initial = settings.get(SettingCodes.INITIAL_WINDOW_SIZE, DEFAULT_WINDOW)
         self._max_streams = settings.get(SettingCodes.MAX_CONCURRENT_STREAMS, MAX_WINDOW)
         self._max_frame_in = settings.get(SettingCodes.MAX_FRAME_SIZE, DEFAULT_FRAME_SIZE)
@@ -389,7 +387,6 @@ class H2Server:
             for i in range(limit, len(block), limit):
                 part = block[i:i + limit]
                 self._frame(CONTINUATION, END_HEADERS if i + limit >= len(block) else 0, stream_id, part)
-        stream.sent_headers = True
         if end_stream:
             stream.local_closed = True
             self._forget(stream_id, stream)
@@ -495,7 +492,7 @@ class H2Server:
         except _ConnectionError as exc:
             self._closed = True
             self._in = b""
-            self._frame(GOAWAY, 0, 0, _U32.pack(self.highest_stream_id) + _U32.pack(int(exc.code)))
+            self.close_connection(exc.code)
             error = ProtocolError(str(exc))
             error.error_code = exc.code
             raise error from None
@@ -530,10 +527,12 @@ class H2Server:
         elif kind == PUSH_PROMISE:
             raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "A client cannot push")
 
-    def _stream_error(self, sid: int, code: ErrorCodes) -> None:
-        """RST_STREAM *code*: the stream (if open) is over."""
+    def _stream_error(self, sid: int, code: ErrorCodes, events: list[Event] | None = None) -> None:
+        """RST_STREAM *code*: the stream (if open) is over; reported in *events* when given."""
         self.streams.pop(sid, None)
         self._frame(RST_STREAM, 0, sid, _U32.pack(int(code)))
+        if events is not None:
+            events.append(StreamReset(sid, code, False))
 
     def _window_update(self, sid: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) != 4:
@@ -555,14 +554,12 @@ class H2Server:
                 raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
             return  # closed: may have been in flight
         if not delta:
-            self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR)
-            events.append(StreamReset(sid, ErrorCodes.PROTOCOL_ERROR, False))
+            self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, events)
             return
         blocked = stream.send_window <= 0
         stream.send_window += delta
         if stream.send_window > MAX_WINDOW:
-            self._stream_error(sid, ErrorCodes.FLOW_CONTROL_ERROR)
-            events.append(StreamReset(sid, ErrorCodes.FLOW_CONTROL_ERROR, False))
+            self._stream_error(sid, ErrorCodes.FLOW_CONTROL_ERROR, events)
             return
         if blocked and not stream.local_closed:
             events.append(WindowUpdated(sid, delta))
@@ -580,14 +577,12 @@ class H2Server:
             # Its bytes count against the connection's window: given back at once, nobody else will.
             self.acknowledge_received_data(length, 0)
             if stream is not None:  # after the client's END_STREAM: a stream error
-                self._stream_error(sid, ErrorCodes.STREAM_CLOSED)
-                events.append(StreamReset(sid, ErrorCodes.STREAM_CLOSED, False))
+                self._stream_error(sid, ErrorCodes.STREAM_CLOSED, events)
             # else closed (answered, or reset by either side): frames still in flight are ignored
             return
         if length > stream.recv_window:
             self.acknowledge_received_data(length, 0)
-            self._stream_error(sid, ErrorCodes.FLOW_CONTROL_ERROR)
-            events.append(StreamReset(sid, ErrorCodes.FLOW_CONTROL_ERROR, False))
+            self._stream_error(sid, ErrorCodes.FLOW_CONTROL_ERROR, events)
             return
         stream.recv_window -= length
         if flags & PADDED:
@@ -628,7 +623,7 @@ class H2Server:
         self._continuations += 1
         if self._continuations > 64:
             raise _ConnectionError(ErrorCodes.ENHANCE_YOUR_CALM, "Too many CONTINUATION frames")
-        if len(self._headers_block) > 4 * self.local_settings.get(SettingCodes.MAX_HEADER_LIST_SIZE, 65_536):
+        if len(self._headers_block) > 4 * self._decoder.max_header_list_size:
             raise _ConnectionError(ErrorCodes.ENHANCE_YOUR_CALM, "Header block too large")
         if flags & END_HEADERS:
             block, end_stream = self._headers_block, self._headers_end
@@ -645,8 +640,7 @@ class H2Server:
         stream = self.streams.get(sid)
         if stream is not None:  # trailers
             if stream.remote_closed:
-                self._stream_error(sid, ErrorCodes.STREAM_CLOSED)
-                events.append(StreamReset(sid, ErrorCodes.STREAM_CLOSED, False))
+                self._stream_error(sid, ErrorCodes.STREAM_CLOSED, events)
             elif not end_stream:
                 raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "Trailers without END_STREAM")
             else:
@@ -655,13 +649,13 @@ class H2Server:
                 self._forget(sid, stream)
             return
         if sid <= self.highest_stream_id:  # closed (a new stream's id must be higher than any before)
-            self._frame(RST_STREAM, 0, sid, _U32.pack(int(ErrorCodes.STREAM_CLOSED)))
+            self._stream_error(sid, ErrorCodes.STREAM_CLOSED)
             return
         if not sid & 1:
             raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, f"Stream {sid} is not a client's")
         self.highest_stream_id = sid
         if self._goaway_sent or len(self.streams) >= self._max_streams:
-            self._frame(RST_STREAM, 0, sid, _U32.pack(int(ErrorCodes.REFUSED_STREAM)))
+            self._stream_error(sid, ErrorCodes.REFUSED_STREAM)
             return
         stream = self.streams[sid] = _Stream(self._send_initial, self._recv_initial)
         events.append(RequestReceived(sid, headers))
