@@ -23,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import click
@@ -107,11 +108,8 @@ def create_topic(name: str) -> None:
     """Create topic NAME (short name or projects/P/topics/T) unless it exists."""
     state = app_state()
     path = _name(resolve_topic, name, lambda: state.registry.project)
-    from ._google import admin  # deferred, as in every command that calls Google: `import cloudclients` stays light
-
-    with _one_line():
-        created = admin.create_topic(state.registry, path)
-    click.echo(f"{'created' if created else 'exists'} {path}")
+    with _admin() as admin:
+        _report(admin.create_topic(state.registry, path), path)
 
 
 @cli.command("create-subscription")
@@ -142,11 +140,8 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
             push["oidc_token"] = {"service_account_email": push_service_account,
                                   "audience": push_audience or push_endpoint}
         request["push_config"] = push
-    from ._google import admin
-
-    with _one_line():
-        created = admin.create_subscription(state.registry, request)
-    click.echo(f"{'created' if created else 'exists'} {path}")
+    with _admin() as admin:
+        _report(admin.create_subscription(state.registry, request), path)
 
 
 @cli.command("create-bucket")
@@ -155,11 +150,8 @@ def create_subscription(  # noqa: PLR0917 (click passes the options by keyword)
 def create_bucket(name: str, location: str | None) -> None:
     """Create Storage bucket NAME unless this project already has it."""
     state = app_state()
-    from ._google import admin
-
-    with _one_line():
-        created = admin.create_bucket(state.registry, name, location)
-    click.echo(f"{'created' if created else 'exists'} gs://{name}")
+    with _admin() as admin:
+        _report(admin.create_bucket(state.registry, name, location), f"gs://{name}")
 
 
 @cli.command("publish")
@@ -178,23 +170,26 @@ def publish(topic: str, data: str, attrs: tuple[str, ...], ordering_key: str) ->
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
         attributes[key] = value
     payload = sys.stdin.buffer.read() if data == "-" else data.encode("utf-8")
-    from ._google import admin
-
-    with _one_line():
+    with _admin() as admin:
         message_id = admin.publish(state.registry, path, payload, ordering_key=ordering_key, attributes=attributes,
                                    timeout=state.settings.publish_timeout + 5)
     click.echo(message_id)
 
 
 @contextlib.contextmanager
-def _one_line() -> Iterator[None]:
-    """A failed call to Google as click's ``Error: <what failed>: <the service's message>``, exit status 1."""
-    from ._google.admin import AdminError
+def _admin() -> Iterator[ModuleType]:
+    """The module of administrative calls (imported here, when a command calls Google: `import cloudclients`
+    stays light); a failed call as click's ``Error: <what failed>: <the service's message>``, exit status 1."""
+    from ._google import admin
 
     try:
-        yield
-    except AdminError as exc:
+        yield admin
+    except admin.AdminError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _report(created: bool, what: str) -> None:
+    click.echo(f"{'created' if created else 'exists'} {what}")
 
 
 def _name(resolve: Any, name: str, project: Callable[[], str]) -> str:

@@ -9,7 +9,7 @@ import; google-auth's RSA keys a fraction of that). This file imports nothing:
   with its closer, metrics and health ping; built by ``publisher``, ``subscriber``,
   ``storage`` over ``channels`` and ``credentials`` (which also discovers the project).
 * ``keys`` — google-auth's RSA keys: verifying push tokens, signing the testing kit's.
-* ``resources`` — creating topics, subscriptions and buckets unless they exist, and
+* ``admin`` — creating topics, subscriptions and buckets unless they exist, and
   publishing one message: for ``flask cloudclients …`` and the testing kit's topologies.
 
 Emulator mode is applied *explicitly*: an insecure channel to the configured
