@@ -74,12 +74,6 @@ class CallGate(ProcessBound):
                 if self._active == 0:
                     self._cond.notify_all()
 
-    @property
-    def active(self) -> int:
-        """Calls in flight right now, in this process."""
-        self._checkpid()
-        return self._active
-
     def before_fork(self) -> None:
         deadline = enter_fork(_HOOK)
         try:

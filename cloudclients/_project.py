@@ -35,7 +35,6 @@ class ProjectSource(ProcessBound):
     :param unset_fix: what to tell the user when there is no project anywhere.
     :param retry_after: seconds before a failed discovery is tried again; doubled
         per failure up to *max_retry_after*.
-    :param clock: monotonic clock (tests pass a fake one).
     """
 
     def __init__(
@@ -46,7 +45,6 @@ class ProjectSource(ProcessBound):
         *,
         retry_after: float = 2.0,
         max_retry_after: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._value = configured
         self._discover = discover
@@ -56,7 +54,6 @@ class ProjectSource(ProcessBound):
         # (the metadata server is not asked on every request); the wait doubles per failure.
         self._first_wait = retry_after
         self._max_wait = max_retry_after
-        self._clock = clock
         self._wait = 0.0
         self._retry_at: float | None = None
         super().__init__()  # last: the fork hooks may see this object from here on
@@ -78,13 +75,13 @@ class ProjectSource(ProcessBound):
         with self._lock:
             if self._value is not None:
                 return self._value
-            now = self._clock()
+            now = time.monotonic()
             if self._retry_at is not None and now < self._retry_at:
                 raise self._error(f" (not asked again for {self._retry_at - now:.0f} s after the last failure)")
             found = self._discover()
             if not found:
                 self._wait = min(self._max_wait, self._wait * 2 if self._wait else self._first_wait)
-                self._retry_at = self._clock() + self._wait
+                self._retry_at = time.monotonic() + self._wait
                 raise self._error(f" (asked again in {self._wait:.0f} s at the earliest)")
             self._value = found
             return found

@@ -17,21 +17,18 @@ class FakeMetadataServer:
     """Answers like the metadata server of a Cloud Run service in *project* (or, with
     ``project=None``, like a machine that has none: 404 without the Metadata-Flavor header).
 
-    :ivar paths: every path requested, in order.
-    :ivar times: when each of them was requested (``time.monotonic()``, the same clock in every
-        process of this machine).
+    :ivar requests: every request, in order: when (``time.monotonic()``, the same clock in every
+        process of this machine) and its path.
     """
 
     def __init__(self, project: str | None = "cloud-run-project") -> None:
         self.project = project
-        self.paths: list[str] = []
-        self.times: list[float] = []
+        self.requests: list[tuple[float, str]] = []  # one append per request: atomic across handler threads
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                server.times.append(time.monotonic())
-                server.paths.append(self.path)
+                server.requests.append((time.monotonic(), self.path))
                 if server.project is None:
                     self._send(404, b"not found", flavor=False)
                 elif self.path.rstrip("/") in ("", "/computeMetadata/v1"):
@@ -68,6 +65,11 @@ class FakeMetadataServer:
         self.env = {"GCE_METADATA_HOST": host, "GCE_METADATA_IP": host, "GCE_METADATA_TIMEOUT": "2",
                     "NO_GCE_CHECK": "false"}
 
+
+    @property
+    def paths(self) -> list[str]:
+        """Every path requested, in order."""
+        return [path for _, path in self.requests]
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()

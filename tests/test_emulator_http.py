@@ -181,7 +181,7 @@ def test_ready_only_once_the_topology_is_loaded(tmp_path: Path) -> None:
                 return bool(resp.read() == b"Ok")
             return False
 
-        wait_for(ready, 60, interval=0.002)
+        assert wait_for(ready, 60, interval=0.002), "never ready"
         status, _ = http(f"http://127.0.0.1:{port}/v1/projects/{PROJECT}/topics/topic-2999")
         assert status == 200
     finally:

@@ -3,6 +3,7 @@ the one it needs (the Pub/Sub and gRPC stack takes ~0.3 s to import)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -13,11 +14,12 @@ print(json.dumps(sorted({".".join(m.split(".")[:2]) for m in sys.modules if m.sp
 """
 
 
-def _loaded_after(code: str) -> list[str]:
+@functools.cache
+def _loaded_after(code: str) -> tuple[str, ...]:
     done = subprocess.run([sys.executable, "-c", code + _REPORT], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout.splitlines()[-1]))
+    return tuple(json.loads(done.stdout.splitlines()[-1]))
 
 
 def google_modules_after(code: str) -> list[str]:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudclients.testing import TopicHandle
+from tests.helpers import wait_for
 from tests.metadata import FakeMetadataServer
 
 _SCRIPT = r"""
@@ -205,7 +205,7 @@ print(json.dumps({"uses": uses, "found": found}), flush=True)
 
 def _lookups(server: FakeMetadataServer) -> list[float]:
     # Each discovery starts with one request for the server's root (google-auth's "is this GCE?").
-    return [t for t, path in zip(server.times, server.paths, strict=False) if path.rstrip("/") == ""]
+    return [t for t, path in server.requests if path.rstrip("/") == ""]
 
 
 @pytest.mark.slow
@@ -221,9 +221,7 @@ def test_discovery_is_retried_later_with_a_growing_wait(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-c", _RETRY_SCRIPT], env=_isolated_env(flaky, tmp_path), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 30
-            while len(_lookups(flaky)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(lambda: len(_lookups(flaky)) >= 2 or proc.poll() is not None, 30, interval=0.02)
             flaky.project = "late-project"   # the third discovery finds it
             out, err = proc.communicate(timeout=60)
         finally:
