@@ -28,7 +28,7 @@ from ._emulators import (
     start_storage_emulator,
 )
 from ._push import PushTokenIssuer, default_push_token_issuer
-from ._session import session_of, session_project
+from ._session import emulator_settings_for, session_of, session_project
 
 __all__ = ["TopicHandle", "pull_messages"]
 
@@ -113,15 +113,7 @@ def emulator_settings(
     request: pytest.FixtureRequest, pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess
 ) -> Settings:
     """Settings pointing at both emulators and naming the session's project (no environment involved)."""
-    return Settings.from_mapping(
-        {
-            "CLOUDCLIENTS_PROJECT": session_project(request.config),
-            "CLOUDCLIENTS_PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
-            "CLOUDCLIENTS_STORAGE_EMULATOR_HOST": storage_emulator.host,
-            "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15,
-        },
-        environ={},
-    )
+    return emulator_settings_for(Emulators(pubsub_emulator, storage_emulator, session_project(request.config)))
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ from ._emulators import (
     start_emulators,
 )
 from ._production import Shield
-from ._session import SESSION_KEY, TEST_PROJECT, Session, session_of
+from ._session import SESSION_KEY, Session, default_project, session_of
 from ._topology import Topology, TopologyError, load_topology
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_load_initial_conftests", "pytest_report_header",
@@ -160,7 +160,7 @@ def _help_or_version(config: pytest.Config) -> bool:
 
 
 def _set_up(config: pytest.Config, *, predict_xdist: bool) -> Session:
-    session = Session(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
+    session = Session(project=default_project())
     if _help_or_version(config):
         return session  # pytest --help / --version: nothing to protect, nothing to start
     atexit.register(session.close)  # pytest may stop before pytest_unconfigure (a bad flag)

@@ -87,18 +87,28 @@ def session_of(config: pytest.Config) -> Session | None:
     return config.stash.get(SESSION_KEY, None)
 
 
+def default_project() -> str:
+    """``GOOGLE_CLOUD_PROJECT`` now, else :data:`TEST_PROJECT` (a session's project, read when it begins)."""
+    return os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT
+
+
 def session_project(config: pytest.Config) -> str:
     """The session's project: ``GOOGLE_CLOUD_PROJECT`` as it was when the session began, else
     :data:`TEST_PROJECT`."""
     session = session_of(config)
-    return session.project if session is not None else (os.environ.get("GOOGLE_CLOUD_PROJECT") or TEST_PROJECT)
+    return session.project if session is not None else default_project()
 
 
-def emulator_registry_for(emulators: Emulators, name: str = "cloudclients-test") -> ClientRegistry:
-    """A registry whose clients talk to *emulators* (close it when done)."""
+def emulator_settings_for(emulators: Emulators) -> Settings:
+    """Settings naming *emulators*' project and hosts (no environment involved)."""
     config: dict[str, Any] = {"CLOUDCLIENTS_PROJECT": emulators.project, "CLOUDCLIENTS_PUBLISH_TIMEOUT": 15}
     if emulators.pubsub is not None:
         config["CLOUDCLIENTS_PUBSUB_EMULATOR_HOST"] = emulators.pubsub.host
     if emulators.storage is not None:
         config["CLOUDCLIENTS_STORAGE_EMULATOR_HOST"] = emulators.storage.host
-    return ClientRegistry.from_settings(Settings.from_mapping(config, environ={}), name=name)
+    return Settings.from_mapping(config, environ={})
+
+
+def emulator_registry_for(emulators: Emulators, name: str = "cloudclients-test") -> ClientRegistry:
+    """A registry whose clients talk to *emulators* (close it when done)."""
+    return ClientRegistry.from_settings(emulator_settings_for(emulators), name=name)
