@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from flask import Flask, has_app_context, has_request_context
 
-from cloudclients import CloudClients
+from cloudclients import CloudClients, ReceivedMessage, push_endpoint
 from cloudclients.testing import TEST_PROJECT
+from tests.helpers import MakeApp, PushApp
 
 _EMULATOR_ENV = (
     "PUBSUB_EMULATOR_HOST",
@@ -41,7 +42,7 @@ def base_config() -> dict[str, object]:
 
 
 @pytest.fixture
-def make_app(request: pytest.FixtureRequest) -> Iterator[Callable[..., Flask]]:
+def make_app(request: pytest.FixtureRequest) -> Iterator[MakeApp]:
     """``make_app(**settings)``: a Flask app with cloudclients initialised on it — project
     ``TEST_PROJECT``, exit handlers off, then *settings*, keys without their prefix
     (``PUSH_AUTH="platform"`` sets ``CLOUDCLIENTS_PUSH_AUTH``).
@@ -66,6 +67,25 @@ def make_app(request: pytest.FixtureRequest) -> Iterator[Callable[..., Flask]]:
     for app in made:
         if "cloudclients" in app.extensions:  # init_app ran (not refused, not left to a test that did not call it)
             CloudClients.get_registry(app).close()
+
+
+@pytest.fixture
+def push_app(make_app: MakeApp) -> PushApp:
+    """``push_app(**settings)``: an app from ``make_app(**settings)`` with one ``@push_endpoint`` at /push,
+    and the list of messages it received."""
+
+    def make(**settings: Any) -> tuple[Flask, list[ReceivedMessage]]:
+        app = make_app(**settings)
+        received: list[ReceivedMessage] = []
+
+        @app.post("/push")
+        @push_endpoint
+        def push(message: ReceivedMessage) -> None:
+            received.append(message)
+
+        return app, received
+
+    return make
 
 
 def pytest_report_header() -> str:

@@ -7,8 +7,14 @@ from collections.abc import Callable
 
 from flask import Flask
 
+from cloudclients import ReceivedMessage
+
 #: The ``make_app`` fixture (tests/conftest.py): ``make_app(**settings) -> Flask``.
 MakeApp = Callable[..., Flask]
+
+#: The ``push_app`` fixture (tests/conftest.py): ``push_app(**settings)`` -> an app with one push endpoint
+#: at /push, and the messages it received.
+PushApp = Callable[..., tuple[Flask, list[ReceivedMessage]]]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:

@@ -8,7 +8,7 @@ import json
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ def silent_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def health_app(make_app: MakeApp) -> Callable[..., Flask]:
+def health_app(make_app: MakeApp) -> MakeApp:
     """``health_app(pubsub_host, storage_url, timeout=2.0)``: an app serving /healthz."""
 
     def make(pubsub_host: str, storage_url: str, timeout: float = 2.0) -> Flask:
@@ -74,7 +74,7 @@ def test_ping_of_a_custom_client_and_a_client_without_ping() -> None:
 
 
 def test_healthz_is_200_with_per_check_latency(
-    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
+    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: MakeApp
 ) -> None:
     """GET /healthz against the emulators: 200, status ok, each check ok with its milliseconds."""
     app = health_app(pubsub_emulator.host, storage_emulator.host)
@@ -88,7 +88,7 @@ def test_healthz_is_200_with_per_check_latency(
 
 
 def test_healthz_is_503_when_pubsub_refuses_connections(
-    storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
+    storage_emulator: EmulatorProcess, health_app: MakeApp
 ) -> None:
     """Nothing listens on the Pub/Sub port: the Pub/Sub checks fail saying the emulator is not
     running (Storage stays ok) → 503."""
@@ -106,7 +106,7 @@ def test_healthz_is_503_when_pubsub_refuses_connections(
 
 @pytest.mark.slow
 def test_healthz_answers_within_its_timeout_when_services_hang(
-    silent_server: str, health_app: Callable[..., Flask]
+    silent_server: str, health_app: MakeApp
 ) -> None:
     """Both services accept connections and never answer: every check fails once the 1 s health
     timeout is spent, and the endpoint still answers (503) instead of hanging."""
@@ -122,7 +122,7 @@ def test_healthz_answers_within_its_timeout_when_services_hang(
 
 
 def test_an_ended_background_stream_fails_health(
-    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
+    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: MakeApp
 ) -> None:
     """A background subscription whose stream ended (subscription missing) makes /healthz 503."""
     app = health_app(pubsub_emulator.host, storage_emulator.host)
@@ -137,7 +137,7 @@ def test_an_ended_background_stream_fails_health(
 
 
 def test_health_report_outside_the_blueprint(
-    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: Callable[..., Flask]
+    pubsub_emulator: EmulatorProcess, storage_emulator: EmulatorProcess, health_app: MakeApp
 ) -> None:
     """health_report() runs the same checks from any app context (a CLI command, a cron job)."""
     app = health_app(pubsub_emulator.host, storage_emulator.host)

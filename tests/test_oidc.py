@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from cloudclients import (
     TokenRejectedError,
     push_endpoint,
 )
-from tests.helpers import MakeApp, wait_for
+from tests.helpers import PushApp, wait_for
 from tests.oidc import SERVICE_ACCOUNT, KeyPair, LocalIssuer, b64url, forge, forge_hs256
 from tests.servers import ROOT
 
@@ -49,23 +49,13 @@ def envelope(data: bytes = b"hello") -> dict[str, Any]:
     }
 
 
-#: ``push_app(**settings)``: an app whose push endpoints verify *issuer*'s tokens, and the messages they got.
-PushApp = Callable[..., tuple[Flask, list[ReceivedMessage]]]
-
-
 @pytest.fixture
-def push_app(make_app: MakeApp, issuer: LocalIssuer) -> PushApp:
-    """``push_app(**settings)``: an app verifying *issuer*'s tokens for AUDIENCE at /push (and
-    for another audience at /push/other), and the list of messages its views received."""
+def push_app(push_app: PushApp, issuer: LocalIssuer) -> PushApp:
+    """The shared ``push_app`` (tests/conftest.py) verifying *issuer*'s tokens for AUDIENCE at /push,
+    with another endpoint for another audience at /push/other; both collect into one list."""
 
     def make(**settings: Any) -> tuple[Flask, list[ReceivedMessage]]:
-        app = make_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url, **settings)
-        received: list[ReceivedMessage] = []
-
-        @app.post("/push")
-        @push_endpoint
-        def push(message: ReceivedMessage) -> None:
-            received.append(message)
+        app, received = push_app(PUSH_AUDIENCE=AUDIENCE, PUSH_CERTS_URL=issuer.certs_url, **settings)
 
         @app.post("/push/other")
         @push_endpoint(audience="https://other.example.com/push")

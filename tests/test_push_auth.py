@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from flask import Flask, Request, Response, abort
 
 import cloudclients
 from cloudclients import CloudClients, ConfigError, ReceivedMessage, push_endpoint
-from tests.helpers import MakeApp
+from tests.helpers import MakeApp, PushApp
 from tests.oidc import SERVICE_ACCOUNT, LocalIssuer
 
 AUDIENCE = "https://orders.example.com/push"
@@ -28,28 +28,6 @@ def issuer() -> Iterator[LocalIssuer]:
     issuer = LocalIssuer()
     yield issuer
     issuer.stop()
-
-
-#: ``push_app(**settings)``: an app with one push endpoint at /push, and the messages it received.
-PushApp = Callable[..., tuple[Flask, list[ReceivedMessage]]]
-
-
-@pytest.fixture
-def push_app(make_app: MakeApp) -> PushApp:
-    """``push_app(**settings)``: an app with one ``@push_endpoint`` at /push, and its messages."""
-
-    def make(**settings: Any) -> tuple[Flask, list[ReceivedMessage]]:
-        app = make_app(**settings)
-        seen: list[ReceivedMessage] = []
-
-        @app.post("/push")
-        @push_endpoint
-        def push(message: ReceivedMessage) -> None:
-            seen.append(message)
-
-        return app, seen
-
-    return make
 
 
 def post(app: Flask, token: str | None = None, path: str = "/push", body: Any = None) -> Any:
