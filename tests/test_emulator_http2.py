@@ -503,3 +503,18 @@ def test_big_header_blocks_are_not_kept_for_the_connections_life() -> None:
     finally:
         tracemalloc.stop()
     assert held < 1_000_000, f"{held:,} bytes held after the calls ended"
+
+
+def test_a_malformed_priority_frame_resets_its_stream_and_says_so() -> None:
+    """A PRIORITY frame of the wrong length is a stream error: the stream is reset (RST_STREAM
+    FRAME_SIZE_ERROR to the client) and the reset is reported, so the gRPC layer forgets the call (it
+    stayed open for the connection's life, counted as an open stream)."""
+    pair = Pair()
+    sid = pair.request(end=False)
+    pair.to_server(frame(2, 0, sid, b"\x00\x00\x00\x00"))  # 4 bytes, not 5
+    [reset] = pair.of(http2.StreamReset)
+    assert (reset.stream_id, reset.error_code, reset.remote_reset) == (sid, h2.errors.ErrorCodes.FRAME_SIZE_ERROR,
+                                                                       False)
+    pair.client_events += pair.client.receive_data(pair.server.data_to_send())
+    [seen] = pair.of(h2.events.StreamReset, "client")
+    assert seen.stream_id == sid and seen.error_code == h2.errors.ErrorCodes.FRAME_SIZE_ERROR

@@ -515,8 +515,8 @@ class H2Server:
         elif kind == PRIORITY:
             if not sid:
                 raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "PRIORITY on stream 0")
-            if length != 5:
-                self._stream_error(sid, ErrorCodes.FRAME_SIZE_ERROR)
+            if length != 5:  # the stream is reset: the gRPC layer must hear it, or its call stays open
+                self._stream_error(sid, ErrorCodes.FRAME_SIZE_ERROR, events)
         elif kind == GOAWAY:
             if sid:
                 raise _ConnectionError(ErrorCodes.PROTOCOL_ERROR, "GOAWAY on a stream")
